@@ -1,0 +1,65 @@
+"""Bit-packing of unsigned b-bit integers: n values cost exactly ceil(n*b/8) bytes.
+
+Bit order is little-endian throughout: value i occupies bits [i*b, (i+1)*b) of
+the stream, least significant bit first, and stream bit j is bit (j % 8) of
+byte j // 8. Widths 8 and 16 are plain byte copies; 1, 2 and 4 pack whole
+values into bytes with shifts; other widths go through numpy's bit unpacking.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def packed_nbytes(count: int, bits: int) -> int:
+    return (count * bits + 7) // 8
+
+
+def pack(values: np.ndarray, bits: int) -> bytes:
+    """Pack unsigned integers below 2**bits into a byte string."""
+    if not 1 <= bits <= 16:
+        raise ValueError(f"bit width must be in 1..16, got {bits}")
+    values = np.ascontiguousarray(values).reshape(-1)
+    if bits == 16:
+        return values.astype("<u2", copy=False).tobytes()
+    if bits == 8:
+        return values.astype(np.uint8, copy=False).tobytes()
+    if bits in (1, 2, 4):
+        per_byte = 8 // bits
+        v = values.astype(np.uint8, copy=False)
+        pad = (-len(v)) % per_byte
+        if pad:
+            v = np.concatenate([v, np.zeros(pad, np.uint8)])
+        v = v.reshape(-1, per_byte)
+        out = np.zeros(len(v), np.uint8)
+        for k in range(per_byte):
+            out |= v[:, k] << np.uint8(k * bits)
+        return out.tobytes()
+    bit_planes = np.unpackbits(values.astype("<u2", copy=False).view(np.uint8), bitorder="little")
+    bit_planes = bit_planes.reshape(-1, 16)[:, :bits]
+    return np.packbits(bit_planes.reshape(-1), bitorder="little").tobytes()
+
+
+def unpack(data: bytes, count: int, bits: int) -> np.ndarray:
+    """Inverse of :func:`pack`; returns ``count`` values as uint16 (uint8 for b <= 8)."""
+    if not 1 <= bits <= 16:
+        raise ValueError(f"bit width must be in 1..16, got {bits}")
+    if len(data) != packed_nbytes(count, bits):
+        raise ValueError(f"{len(data)} bytes cannot hold exactly {count} values of {bits} bits")
+    raw = np.frombuffer(data, dtype=np.uint8)
+    if bits == 16:
+        return np.frombuffer(data, dtype="<u2").astype(np.uint16)
+    if bits == 8:
+        return raw.copy()
+    if bits in (1, 2, 4):
+        per_byte = 8 // bits
+        mask = np.uint8((1 << bits) - 1)
+        out = np.empty((len(raw), per_byte), np.uint8)
+        for k in range(per_byte):
+            out[:, k] = (raw >> np.uint8(k * bits)) & mask
+        return out.reshape(-1)[:count]
+    planes = np.unpackbits(raw, bitorder="little")[: count * bits].reshape(count, bits)
+    widened = np.zeros((count, 16), np.uint8)
+    widened[:, :bits] = planes
+    values = np.packbits(widened.reshape(-1), bitorder="little").view("<u2").astype(np.uint16)
+    return values.astype(np.uint8) if bits < 8 else values

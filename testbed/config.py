@@ -1,0 +1,231 @@
+"""The experiment config: YAML, validated on load, overridable with ``key=value``.
+
+Every section is a pydantic model that forbids unknown keys, so a typo is an
+error naming the key and the file rather than a silently ignored setting.
+:func:`load_config` turns any problem into one :class:`ConfigError` line.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+
+class ConfigError(ValueError):
+    """A config that cannot be used; the message is one line naming key and file."""
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# ---- distributions for fleet attributes ------------------------------------------
+# A fleet attribute is a fixed value, a list (one value per device, cycled), or
+# one of these distributions, drawn per device with the fleet's seed.
+
+
+class Uniform(Section):
+    uniform: tuple[float, float]
+
+
+class Normal(Section):
+    normal: tuple[float, float]  # mean, std
+
+
+class LogNormal(Section):
+    lognormal: tuple[float, float]  # mu, sigma of the underlying normal
+
+
+class Choice(Section):
+    choice: list[Any]
+    weights: list[float] | None = None
+
+    @model_validator(mode="after")
+    def _weights_match(self):
+        if self.weights is not None and len(self.weights) != len(self.choice):
+            raise ValueError("weights must have one entry per choice")
+        return self
+
+
+Distribution = Uniform | Normal | LogNormal | Choice
+NumberAttr = float | list[float] | Distribution
+ChoiceAttr = str | list[str] | Choice
+
+
+class LinkConfig(Section):
+    model: ChoiceAttr = "awgn"  # ideal | bsc | awgn | analog | erasure | fading
+    snr_db: NumberAttr = 10.0  # Eb/N0 for digital links, signal-to-noise for analog, mean for fading
+    ber: NumberAttr = 0.0  # for bsc
+    modulation: ChoiceAttr = "bpsk"  # bpsk | qpsk | 16qam
+    bandwidth_mbps: NumberAttr = 10.0
+    latency_ms: NumberAttr = 20.0
+    packet_bytes: NumberAttr = 1024
+    loss: NumberAttr = 0.0  # packet erasure probability
+    max_attempts: int = Field(default=8, ge=1)  # sends of one protected packet before delivery fails
+
+
+class ComputeConfig(Section):
+    speed_factor: NumberAttr = 1.0
+    availability: NumberAttr = 1.0  # probability a device takes part in a round
+
+
+class FleetConfig(Section):
+    devices: int = Field(default=20, ge=1)
+    link: LinkConfig = LinkConfig()
+    compute: ComputeConfig = ComputeConfig()
+    trace: str | None = None  # CSV of measured devices; replaces the drawn ones
+
+
+class PartitionConfig(Section):
+    scheme: Literal["iid", "dirichlet", "shards"] = "iid"
+    alpha: float = Field(default=0.5, gt=0)  # dirichlet concentration
+    shards_per_device: int = Field(default=2, ge=1)
+
+
+class DataConfig(Section):
+    dataset: Literal["mnist", "mnist-sample", "cifar10"] = "mnist"
+    dir: str | None = None  # else $TESTBED_DATA_DIR, else ~/.cache/testbed/data
+    partition: PartitionConfig = PartitionConfig()
+    test_per_device: int = Field(default=100, ge=1)  # local test split size
+    train_per_device: int | None = Field(default=None, ge=1)  # local training split (federated)
+
+
+class TrainConfig(Section):
+    epochs: float = Field(default=1.0, gt=0)
+    batch_size: int = Field(default=128, ge=1)
+    optimizer: Literal["adam", "sgd"] = "adam"
+    lr: float = Field(default=1e-3, gt=0)
+    momentum: float = Field(default=0.9, ge=0)
+    weight_decay: float = Field(default=0.0, ge=0)
+    train_subset: int | None = Field(default=None, ge=1)  # central training on the first N images
+
+
+class ModelConfig(Section):
+    arch: str = "deepcnn"  # deepcnn | resnet18
+    width: int = Field(default=32, ge=1)
+    train: TrainConfig = TrainConfig()
+
+
+class FederatedConfig(Section):
+    local: TrainConfig = TrainConfig(epochs=1.0, batch_size=32, optimizer="sgd", lr=0.05)
+    uplink: dict[str, Any] = {"strategy": "quantise", "bits": 8}
+
+
+class EngineConfig(Section):
+    devices_per_node: int = Field(default=5, ge=1)
+    num_workers: int | None = Field(default=None, ge=1)  # Ray workers; default: CPUs of the machine
+    ray_address: str | None = None  # attach to an existing Ray cluster
+    device: Literal["cpu", "cuda", "auto"] = "cpu"
+
+
+class StrategyEntry(BaseModel):
+    """One strategy of an experiment: ``label`` (unique), ``strategy`` (registered name), options."""
+
+    model_config = ConfigDict(extra="allow")
+    label: str
+    strategy: str
+
+
+class ExperimentConfig(Section):
+    name: str = "experiment"
+    seed: int = 0
+    mode: Literal["broadcast", "federated"] = "broadcast"
+    rounds: int = Field(default=3, ge=1)
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    fleet: FleetConfig = FleetConfig()
+    strategies: list[StrategyEntry] = Field(min_length=1)
+    federated: FederatedConfig = FederatedConfig()
+    engine: EngineConfig = EngineConfig()
+    sweep: dict[str, list[Any]] | None = None
+
+    @field_validator("strategies")
+    @classmethod
+    def _unique_labels(cls, entries):
+        labels = [e.label for e in entries]
+        dupes = sorted({x for x in labels if labels.count(x) > 1})
+        if dupes:
+            raise ValueError(f"strategy labels must be unique, repeated: {', '.join(dupes)}")
+        return entries
+
+    def strategy_specs(self) -> dict[str, dict]:
+        """label -> the options dict that :func:`strategies.registry.build` takes."""
+        return {e.label: e.model_dump() for e in self.strategies}
+
+
+# ---- loading -----------------------------------------------------------------------
+
+
+def _set_path(tree: dict, dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    node = tree
+    for key in keys[:-1]:
+        if key.isdigit() and isinstance(node, list):
+            node = node[int(key)]
+            continue
+        node = node.setdefault(key, {})
+        if not isinstance(node, (dict, list)):
+            raise ConfigError(f"--set {dotted}: '{key}' is not a section")
+    last = keys[-1]
+    if isinstance(node, list):
+        node[int(last)] = value
+    else:
+        node[last] = value
+
+
+def apply_overrides(tree: dict, overrides: list[str]) -> dict:
+    """Apply ``key.sub=value`` overrides; values are parsed as YAML (``3``, ``[1,2]``, ``true``)."""
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected key=value")
+        key, raw = item.split("=", 1)
+        _set_path(tree, key.strip(), yaml.safe_load(raw))
+    return tree
+
+
+def _describe(err: dict) -> str:
+    loc = ".".join(str(p) for p in err["loc"] if not str(p).startswith(("function-after", "tagged-union")))
+    # Union members add their class names to the path; keep the config's keys only.
+    parts = [p for p in loc.split(".") if p and not p[0].isupper() and p not in ("list[float]", "list[str]", "float", "str", "int")]
+    return ".".join(parts) or "(top level)"
+
+
+def validate_tree(tree: dict, source: str) -> ExperimentConfig:
+    from strategies.registry import StrategySpecError, build
+
+    try:
+        config = ExperimentConfig.model_validate(tree)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        raise ConfigError(f"{source}: {_describe(err)}: {err['msg']}") from None
+    for index, (label, spec) in enumerate(config.strategy_specs().items()):
+        try:
+            build(spec)
+        except StrategySpecError as exc:
+            raise ConfigError(f"{source}: strategies.{index} ({label}): {exc}") from None
+    return config
+
+
+def load_config(path: str | Path, overrides: list[str] = ()) -> ExperimentConfig:
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config ({exc.strerror})") from None
+    try:
+        tree = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path}{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
+    if not isinstance(tree, dict):
+        raise ConfigError(f"{path}: the config must be a mapping of keys")
+    apply_overrides(tree, list(overrides))
+    return validate_tree(tree, str(path))
+
+
+def dump_config(config: ExperimentConfig) -> str:
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
