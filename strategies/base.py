@@ -50,8 +50,26 @@ class Strategy(ABC):
     def bits(self) -> int | None:
         return getattr(self.options, "bits", None)
 
+    def training_key(self) -> str:
+        """What the model this strategy sends must be trained as.
+
+        Strategies with the same key share one trained model (and one cache
+        entry); ``"plain"`` is an ordinary model.
+        """
+        return "plain"
+
     def prepare_model(self, model: torch.nn.Module) -> torch.nn.Module:
         """Change a model before training (default: leave it as it is)."""
+        return model
+
+    def after_training(self, model: torch.nn.Module, finetune) -> torch.nn.Module:
+        """Finish a trained model before it is sent (default: leave it as it is).
+
+        ``finetune(model)`` trains ``model`` further in place with the training
+        config; strategies such as pruning with fine-tuning call it. The model
+        returned must have plain parameters (no parametrisations), so that its
+        state_dict matches the receiver's template.
+        """
         return model
 
     @abstractmethod
