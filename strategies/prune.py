@@ -1,0 +1,212 @@
+"""Pruning baseline: keep a fraction of each conv layer's weights and send them with their positions.
+
+Each conv kernel tensor (4-D, square k x k, k > 1) keeps m = round(keep * n)
+of its n weights, chosen by ``method`` (largest magnitude, or uniformly at
+random from a generator seeded by (seed, tensor name)); ``match: GROUP`` sets
+keep to that group's dof / k^2 per layer, so the pruned layer sends exactly as
+many values as the symmetry DoF codec. Other tensors are sent as they are.
+
+Wire layout of a pruned tensor NAME (m is computed by the receiver from the
+config and the template's shape, so it costs no bytes):
+
+- ``NAME`` and ``NAME/q``: the m kept values in flat (row-major) order through
+  the value coding. Quantised per tensor even when ``per_channel`` is set,
+  since channels keep unequal counts (our choice).
+- ``NAME/pos``: the positions, a bitmask of ceil(n/8) bytes or the sorted flat
+  indices at ceil(log2 n) bits each, bit-packed, whichever is smaller (a tie
+  goes to the bitmask). Protected or exposed (``positions``).
+- ``NAME/pos_kind``: one protected byte, 0 = bitmask, 1 = indices.
+
+Damaged exposed positions never crash the decoder (our choice): values go to
+the listed positions in order; a bitmask with more set bits than m leaves the
+extra (last) positions at 0, one with fewer drops the surplus values; indices
+out of range are dropped and a repeated index keeps one of its values. With
+protected positions a count that does not match m is a PayloadError.
+"""
+
+from __future__ import annotations
+
+import zlib
+from typing import Literal
+
+import numpy as np
+import torch
+from pydantic import ConfigDict, Field, model_validator
+
+from strategies.base import State, Strategy, StrategyOptions, check_names, decode_plain, encode_plain
+from strategies.symmetry import Group, is_conv_kernel
+from strategies.values import ValueCoding, decode_values, encode_values
+from testbed import bitpack
+from testbed.payload import FORMAT_BYTES, Payload, PayloadError, Segment
+from testbed.symmetry import symmetry_group
+
+BITMASK, INDICES = 0, 1
+
+
+class PruneOptions(StrategyOptions):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    keep: float | None = Field(default=None, gt=0.0, le=1.0)
+    match: Group | None = None
+    method: Literal["magnitude", "random"] = "magnitude"
+    seed: int = Field(default=0, ge=0)
+    finetune: bool = False
+    positions: Literal["protected", "exposed"] = "protected"
+
+    @model_validator(mode="after")
+    def _keep_or_match(self):
+        if (self.keep is None) == (self.match is None):
+            raise ValueError("set exactly one of keep (a fraction) and match (a symmetry group)")
+        return self
+
+
+def index_bits(n: int) -> int:
+    """Bits of one flat index into n positions: ceil(log2 n), at least 1."""
+    return max(1, (n - 1).bit_length())
+
+
+def pack_indices(indices: np.ndarray, bits: int) -> bytes:
+    """Unsigned ints below 2**bits (bits up to 32), exactly ceil(len*bits/8) bytes, LSB first."""
+    if bits <= 16:
+        return bitpack.pack(indices, bits)
+    planes = np.unpackbits(np.asarray(indices, dtype="<u4").view(np.uint8), bitorder="little")
+    return np.packbits(planes.reshape(-1, 32)[:, :bits].reshape(-1), bitorder="little").tobytes()
+
+
+def unpack_indices(data: bytes, count: int, bits: int) -> np.ndarray:
+    if bits <= 16:
+        return bitpack.unpack(data, count, bits).astype(np.int64)
+    planes = np.unpackbits(np.frombuffer(data, np.uint8), bitorder="little")[: count * bits]
+    widened = np.zeros((count, 32), np.uint8)
+    widened[:, :bits] = planes.reshape(count, bits)
+    return np.packbits(widened.reshape(-1), bitorder="little").view("<u4").astype(np.int64)
+
+
+def positions_nbytes(n: int, m: int) -> tuple[int, int]:
+    """(kind, bytes) of the cheaper position coding for m kept of n."""
+    mask_bytes = bitpack.packed_nbytes(n, 1)
+    index_bytes = bitpack.packed_nbytes(m, index_bits(n))
+    return (INDICES, index_bytes) if index_bytes < mask_bytes else (BITMASK, mask_bytes)
+
+
+class PruneStrategy(Strategy):
+    name = "prune"
+    description = "Pruning baseline: keep a fraction of conv weights (magnitude or random) plus their positions."
+    Options = PruneOptions
+
+    @property
+    def coding(self) -> ValueCoding:
+        o = self.options
+        return ValueCoding(bits=o.bits, dtype=o.dtype, per_channel=o.per_channel, entropy=o.entropy)
+
+    # ---- what is kept ----------------------------------------------------------
+    def keep_fraction(self, k: int) -> float:
+        if self.options.match is not None:
+            return symmetry_group(self.options.match, k).dof / (k * k)
+        return float(self.options.keep)
+
+    def kept_count(self, shape: tuple[int, ...]) -> int:
+        n = int(np.prod(shape))
+        return min(n, max(0, int(round(self.keep_fraction(shape[-1]) * n))))
+
+    def keep_mask(self, name: str, weights: np.ndarray) -> np.ndarray:
+        """Flat boolean mask of the kept weights of one conv tensor."""
+        flat = weights.reshape(-1)
+        n, m = flat.size, self.kept_count(weights.shape)
+        mask = np.zeros(n, dtype=bool)
+        if m == n:
+            mask[:] = True
+        elif m > 0:
+            if self.options.method == "magnitude":
+                chosen = np.argpartition(np.abs(flat), n - m)[n - m :]
+            else:
+                rng = np.random.default_rng([self.options.seed, zlib.crc32(name.encode("utf-8"))])
+                chosen = rng.choice(n, size=m, replace=False)
+            mask[chosen] = True
+        return mask
+
+    # ---- training hooks --------------------------------------------------------
+    def training_key(self) -> str:
+        o = self.options
+        if not o.finetune:
+            return "plain"
+        keep = f"match={o.match}" if o.match is not None else f"{o.keep:g}"
+        return f"prune:{o.method}:{keep}:finetune:{o.seed}"
+
+    def after_training(self, model: torch.nn.Module, finetune) -> torch.nn.Module:
+        """With ``finetune``: prune with a fixed mask, fine-tune, return plain weights with the zeros."""
+        if not self.options.finetune:
+            return model
+        from torch.nn.utils import prune
+
+        pruned = []
+        for module_name, module in model.named_modules():
+            weight = getattr(module, "weight", None)
+            if isinstance(module, torch.nn.Conv2d) and weight is not None and is_conv_kernel(weight):
+                name = f"{module_name}.weight" if module_name else "weight"
+                mask = self.keep_mask(name, weight.detach().cpu().numpy())
+                mask_t = torch.from_numpy(mask.reshape(tuple(weight.shape))).to(weight.device, weight.dtype)
+                prune.custom_from_mask(module, "weight", mask_t)
+                pruned.append(module)
+        finetune(model)
+        for module in pruned:
+            prune.remove(module, "weight")
+        return model
+
+    # ---- coding ------------------------------------------------------------------
+    def encode(self, state: State) -> Payload:
+        coding = self.coding
+        protect = self.options.positions == "protected"
+        segments = []
+        for name, tensor in state.items():
+            if not is_conv_kernel(tensor):
+                segments += encode_plain(name, tensor, coding)
+                continue
+            weights = tensor.detach().to(torch.float32).cpu().numpy()
+            mask = self.keep_mask(name, weights)
+            n, m = mask.size, int(mask.sum())
+            kind, _ = positions_nbytes(n, m)
+            if kind == INDICES:
+                positions = pack_indices(np.flatnonzero(mask), index_bits(n))
+            else:
+                positions = bitpack.pack(mask.astype(np.uint8), 1)
+            segments += encode_values(name, weights.reshape(-1)[mask], coding, rows=1)
+            segments.append(Segment(f"{name}/pos", positions, protect, FORMAT_BYTES))
+            segments.append(Segment(f"{name}/pos_kind", bytes([kind]), True, FORMAT_BYTES))
+        return Payload(segments)
+
+    def decode(self, payload: Payload, template: State) -> dict[str, torch.Tensor]:
+        check_names(payload, set(template))
+        coding = self.coding
+        out = {}
+        for name, like in template.items():
+            if not is_conv_kernel(like):
+                out[name] = decode_plain(payload, name, like, coding)
+                continue
+            n, m = like.numel(), self.kept_count(tuple(like.shape))
+            values = decode_values(payload, name, m, coding, rows=1)
+            positions = self._positions(payload, name, n, m)
+            flat = np.zeros(n, dtype=np.float32)
+            used = min(len(positions), m)
+            flat[positions[:used]] = values[:used]
+            out[name] = torch.from_numpy(flat.reshape(tuple(like.shape))).to(like.dtype)
+        return out
+
+    def _positions(self, payload: Payload, name: str, n: int, m: int) -> np.ndarray:
+        kind_segment = payload[f"{name}/pos_kind"]
+        if kind_segment.data not in (bytes([BITMASK]), bytes([INDICES])):
+            raise PayloadError(kind_segment.name, "expected one byte, 0 (bitmask) or 1 (indices)")
+        kind = kind_segment.data[0]
+        segment = payload[f"{name}/pos"]
+        bits = 1 if kind == BITMASK else index_bits(n)
+        count = n if kind == BITMASK else m
+        expected = bitpack.packed_nbytes(count, bits)
+        if segment.nbytes != expected:
+            raise PayloadError(segment.name, f"holds {segment.nbytes} bytes, expected {expected}")
+        if kind == BITMASK:
+            positions = np.flatnonzero(bitpack.unpack(segment.data, n, 1))
+        else:
+            positions = unpack_indices(segment.data, m, bits)
+            positions = positions[positions < n]
+        if segment.protected and (len(positions) != m or (kind == INDICES and np.any(np.diff(positions) <= 0))):
+            raise PayloadError(segment.name, f"lists {len(positions)} valid positions in order, expected {m}")
+        return positions
