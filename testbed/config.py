@@ -199,8 +199,17 @@ def validate_tree(tree: dict, source: str) -> ExperimentConfig:
     try:
         config = ExperimentConfig.model_validate(tree)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        raise ConfigError(f"{source}: {_describe(err)}: {err['msg']}") from None
+        errors = exc.errors()
+        key = _describe(errors[0])
+        if sum(_describe(e).startswith(key) for e in errors) > 1:
+            # A key that accepts several forms (a value, a list or a distribution).
+            message = (
+                "expected a value, a list with one value per device, or a distribution "
+                "({uniform: [low, high]}, {normal: [mean, std]}, {lognormal: [mu, sigma]}, {choice: [...]})"
+            )
+        else:
+            message = errors[0]["msg"]
+        raise ConfigError(f"{source}: {key}: {message}") from None
     for index, (label, spec) in enumerate(config.strategy_specs().items()):
         try:
             build(spec)
