@@ -65,6 +65,9 @@ def decode_histogram(buf: bytes, alphabet: int) -> tuple[np.ndarray, np.ndarray,
     if distinct > alphabet:
         raise EntropyDecodeError(f"histogram lists {distinct} symbols, alphabet has {alphabet}")
     pairs, pos = _read_varints(buf, pos, 2 * distinct)
+    # Bound the values before they become int64: a damaged varint can exceed it (OverflowError).
+    if any(gap >= alphabet for gap in pairs[0::2]) or any(c >= 1 << 40 for c in pairs[1::2]):
+        raise EntropyDecodeError("histogram gap or count out of range")
     symbols = np.cumsum(np.array(pairs[0::2], dtype=np.int64))
     counts = np.array(pairs[1::2], dtype=np.int64)
     if distinct and (symbols[-1] >= alphabet or np.any(np.diff(symbols) <= 0) or np.any(counts == 0)):

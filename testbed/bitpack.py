@@ -3,7 +3,9 @@
 Bit order is little-endian throughout: value i occupies bits [i*b, (i+1)*b) of
 the stream, least significant bit first, and stream bit j is bit (j % 8) of
 byte j // 8. Widths 8 and 16 are plain byte copies; 1, 2 and 4 pack whole
-values into bytes with shifts; other widths go through numpy's bit unpacking.
+values into bytes with shifts; other widths work on groups of 8 values (exactly
+b bytes), each value spread over the (at most 3) bytes it touches, so every
+step is a whole-array numpy operation.
 """
 
 from __future__ import annotations
@@ -35,9 +37,20 @@ def pack(values: np.ndarray, bits: int) -> bytes:
         for k in range(per_byte):
             out |= v[:, k] << np.uint8(k * bits)
         return out.tobytes()
-    bit_planes = np.unpackbits(values.astype("<u2", copy=False).view(np.uint8), bitorder="little")
-    bit_planes = bit_planes.reshape(-1, 16)[:, :bits]
-    return np.packbits(bit_planes.reshape(-1), bitorder="little").tobytes()
+    count = len(values)
+    groups = -(-count // 8)
+    v = np.zeros(groups * 8, np.uint32)
+    v[:count] = values
+    v &= np.uint32((1 << bits) - 1)  # only the low b bits of each value, as the other paths
+    v = np.ascontiguousarray(v.reshape(groups, 8).T)  # row i: value i of every group
+    out = np.zeros((bits + 2, groups), np.uint32)  # row j: byte j of every group (+2 spill rows)
+    for i in range(8):
+        start, shift = divmod(i * bits, 8)
+        word = v[i] << np.uint32(shift)
+        out[start] |= word & np.uint32(0xFF)
+        out[start + 1] |= (word >> np.uint32(8)) & np.uint32(0xFF)
+        out[start + 2] |= word >> np.uint32(16)
+    return out[:bits].T.astype(np.uint8).tobytes()[: packed_nbytes(count, bits)]
 
 
 def unpack(data: bytes, count: int, bits: int) -> np.ndarray:
@@ -58,8 +71,16 @@ def unpack(data: bytes, count: int, bits: int) -> np.ndarray:
         for k in range(per_byte):
             out[:, k] = (raw >> np.uint8(k * bits)) & mask
         return out.reshape(-1)[:count]
-    planes = np.unpackbits(raw, bitorder="little")[: count * bits].reshape(count, bits)
-    widened = np.zeros((count, 16), np.uint8)
-    widened[:, :bits] = planes
-    values = np.packbits(widened.reshape(-1), bitorder="little").view("<u2").astype(np.uint16)
+    groups = -(-count // 8)
+    padded = np.zeros(groups * bits, np.uint8)
+    padded[: len(raw)] = raw
+    grid = np.zeros((bits + 2, groups), np.uint32)  # row j: byte j of every group
+    grid[:bits] = padded.reshape(groups, bits).T
+    mask = np.uint32((1 << bits) - 1)
+    values = np.empty((8, groups), np.uint16)
+    for i in range(8):
+        start, shift = divmod(i * bits, 8)
+        word = grid[start] | (grid[start + 1] << np.uint32(8)) | (grid[start + 2] << np.uint32(16))
+        values[i] = (word >> np.uint32(shift)) & mask
+    values = values.T.reshape(-1)[:count]
     return values.astype(np.uint8) if bits < 8 else values

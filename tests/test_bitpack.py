@@ -1,0 +1,65 @@
+"""Bit-packing: exact sizes ceil(n*b/8), round trips for every width, documented bit order."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from testbed import bitpack
+
+
+@settings(max_examples=300, deadline=None)
+@given(bits=st.integers(1, 16), data=st.data())
+def test_round_trip_and_exact_size(bits: int, data) -> None:
+    n = data.draw(st.integers(0, 300))
+    values = np.array(data.draw(st.lists(st.integers(0, (1 << bits) - 1), min_size=n, max_size=n)), dtype=np.uint16)
+    packed = bitpack.pack(values, bits)
+    assert len(packed) == (n * bits + 7) // 8 == bitpack.packed_nbytes(n, bits)
+    np.testing.assert_array_equal(bitpack.unpack(packed, n, bits), values)
+
+
+def reference_pack(values: list[int], bits: int) -> bytes:
+    """The documented bit order, one Python integer at a time: value i at bits [i*b, (i+1)*b)."""
+    stream = sum(v << (i * bits) for i, v in enumerate(values))
+    return stream.to_bytes((len(values) * bits + 7) // 8, "little")
+
+
+@settings(max_examples=300, deadline=None)
+@given(bits=st.integers(1, 16), data=st.data())
+def test_matches_the_reference_bit_order(bits: int, data) -> None:
+    values = data.draw(st.lists(st.integers(0, (1 << bits) - 1), max_size=40))
+    assert bitpack.pack(np.array(values, dtype=np.uint16), bits) == reference_pack(values, bits)
+
+
+@pytest.mark.parametrize("bits", range(1, 17))
+def test_large_random_round_trip(bits: int) -> None:
+    rng = np.random.default_rng(bits)
+    values = rng.integers(0, 1 << bits, size=10_007, dtype=np.uint32).astype(np.uint16)
+    packed = bitpack.pack(values, bits)
+    assert len(packed) == -(-10_007 * bits // 8)
+    np.testing.assert_array_equal(bitpack.unpack(packed, 10_007, bits), values)
+
+
+def test_bit_order_is_little_endian() -> None:
+    # value i occupies bits [i*b, (i+1)*b), least significant bit first
+    assert bitpack.pack(np.array([1, 0, 0, 0, 0, 0, 0, 1]), 1) == bytes([0b10000001])
+    assert bitpack.pack(np.array([0b101, 0b011]), 3) == bytes([0b011101])
+    assert bitpack.pack(np.array([0x1234]), 16) == b"\x34\x12"
+    assert bitpack.pack(np.array([0x3, 0xA]), 4) == bytes([0xA3])
+
+
+@pytest.mark.parametrize("bits", [0, 17])
+def test_bad_width_is_refused(bits: int) -> None:
+    with pytest.raises(ValueError, match="bit width"):
+        bitpack.pack(np.zeros(3, np.uint16), bits)
+    with pytest.raises(ValueError, match="bit width"):
+        bitpack.unpack(b"\x00", 1, bits)
+
+
+def test_wrong_length_is_refused() -> None:
+    with pytest.raises(ValueError, match="cannot hold exactly"):
+        bitpack.unpack(b"\x00\x00\x00", 3, 3)  # 9 bits need 2 bytes, not 3
+    with pytest.raises(ValueError, match="cannot hold exactly"):
+        bitpack.unpack(b"\x00", 3, 3)
