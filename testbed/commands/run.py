@@ -1,0 +1,59 @@
+"""`testbed run`: one experiment, from a YAML config, into a run folder."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+DEFAULT_CONFIG = "configs/quickstart.yaml"
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "run",
+        help="run one experiment (default: the quickstart) and write its run folder",
+        description="Run an experiment config on an emulated fleet (Flower on Ray) and write metrics.csv, "
+        "rounds.csv, summary.json and the report into the run folder.",
+    )
+    parser.add_argument("config", nargs="?", default=None, help=f"experiment config (default: {DEFAULT_CONFIG})")
+    parser.add_argument("--out", metavar="DIR", default=None, help="run folder (default: runs/NAME-TIMESTAMP)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key; repeatable")
+    parser.add_argument("--resume", metavar="DIR", default=None,
+                        help="continue the run in DIR from its last finished round (uses DIR/config.yaml)")
+    parser.add_argument("--ray-address", metavar="ADDR", default=None,
+                        help="attach to a running Ray cluster (e.g. 10.0.0.5:6379) instead of starting one")
+    parser.add_argument("--quiet", action="store_true", help="no progress display or summary table")
+    parser.set_defaults(handler=handle)
+
+
+def default_config_path() -> Path:
+    """configs/quickstart.yaml of the working directory, else of the project checkout."""
+    local = Path(DEFAULT_CONFIG)
+    if local.exists():
+        return local
+    return Path(__file__).resolve().parents[2] / DEFAULT_CONFIG
+
+
+def handle(args) -> int:
+    from testbed.cli import UserError
+    from testbed.config import load_config
+    from testbed.orchestrator import run_experiment
+
+    if args.resume:
+        if args.config or args.set:
+            raise UserError("--resume DIR takes the config from DIR/config.yaml; drop CONFIG and --set")
+        out = Path(args.resume)
+        config_path = out / "config.yaml"
+        if not config_path.exists():
+            raise UserError(f"{out}: not a run folder (no config.yaml)")
+        config = load_config(config_path)
+        resume = True
+    else:
+        config_path = Path(args.config) if args.config else default_config_path()
+        config = load_config(config_path, args.set)
+        out = Path(args.out) if args.out else Path("runs") / f"{config.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+        resume = False
+    run_experiment(
+        config, out, resume=resume, ray_address=args.ray_address, progress=not args.quiet, config_path=config_path
+    )
+    return 0

@@ -1,0 +1,63 @@
+"""Shared fixtures: real data, a session-wide model cache, and one tiny fleet run reused by several tests."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = REPO / "configs" / "tiny.yaml"
+# The devices that raise in their ClientApp in every test run (fault injection), so that
+# failure handling is exercised and shown to be deterministic too.
+FAIL_DEVICE = 7
+
+# A small fleet that exercises ideal and noisy links: device i has model[i % 4] and snr_db[i].
+TEST_FLEET = [
+    "fleet.devices=8",
+    "fleet.link.model=[ideal, awgn, awgn, awgn]",
+    "fleet.link.snr_db=[8, 8, 10, 12, 8, 10, 12, 16]",
+]
+
+
+def _shared_data_dir() -> Path | None:
+    if os.environ.get("TESTBED_DATA_DIR"):
+        return Path(os.environ["TESTBED_DATA_DIR"])
+    candidate = REPO.parent / "shared" / "data"
+    return candidate if candidate.exists() else None
+
+
+@pytest.fixture(scope="session", autouse=True)
+def testbed_env(tmp_path_factory):
+    """TESTBED_DATA_DIR (the shared MNIST, if present) and a session cache of trained tiny models."""
+    saved = {k: os.environ.get(k) for k in ("TESTBED_DATA_DIR", "TESTBED_CACHE_DIR", "TESTBED_FAIL_DEVICES")}
+    data = _shared_data_dir()
+    if data is not None:
+        os.environ["TESTBED_DATA_DIR"] = str(data)
+    os.environ["TESTBED_CACHE_DIR"] = str(tmp_path_factory.mktemp("model-cache"))
+    os.environ["TESTBED_FAIL_DEVICES"] = str(FAIL_DEVICE)
+    yield
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+def tiny_config(*overrides: str):
+    from testbed.config import load_config
+
+    return load_config(TINY, [*TEST_FLEET, *overrides])
+
+
+def run_tiny(out: Path, *overrides: str, **kwargs) -> Path:
+    from testbed.orchestrator import run_experiment
+
+    return run_experiment(tiny_config(*overrides), out, progress=False, config_path=TINY, **kwargs)
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> Path:
+    """The reference broadcast run: 8 devices, 2 rounds, two devices per node, two Ray workers."""
+    return run_tiny(tmp_path_factory.mktemp("tiny-run") / "run", "engine.devices_per_node=2", "engine.num_workers=2")
