@@ -53,6 +53,7 @@ class Choice(Section):
 Distribution = Uniform | Normal | LogNormal | Choice
 NumberAttr = float | list[float] | Distribution
 ChoiceAttr = str | list[str] | Choice
+RepetitionAttr = Literal["auto"] | int | list[Literal["auto"] | int] | Choice
 
 
 class LinkConfig(Section):
@@ -65,6 +66,9 @@ class LinkConfig(Section):
     packet_bytes: NumberAttr = 1024
     loss: NumberAttr = 0.0  # packet erasure probability
     max_attempts: int = Field(default=8, ge=1)  # sends of one protected packet before delivery fails
+    # copies of each protected packet per send, combined by the receiver; "auto": the fewest
+    # (1..64) that get a packet through one send with probability >= 0.9 (1: no coding)
+    protected_repetition: RepetitionAttr = "auto"
 
 
 class ComputeConfig(Section):
@@ -100,13 +104,15 @@ class TrainConfig(Section):
     lr: float = Field(default=1e-3, gt=0)
     momentum: float = Field(default=0.9, ge=0)
     weight_decay: float = Field(default=0.0, ge=0)
+    schedule: Literal["onecycle", "cosine", "constant"] = "onecycle"  # central training; local rounds: constant
     train_subset: int | None = Field(default=None, ge=1)  # central training on the first N images
 
 
 class ModelConfig(Section):
     arch: str = "deepcnn"  # deepcnn | resnet18
-    width: int = Field(default=32, ge=1)
-    train: TrainConfig = TrainConfig()
+    width: int | None = Field(default=None, ge=1)  # first-stage channels; default 32 (deepcnn), 64 (resnet18)
+    # central training; the reference recipe of docs/MODELS.md (2 epochs of Adam, one-cycle to 3e-3)
+    train: TrainConfig = TrainConfig(epochs=2.0, lr=3e-3)
 
 
 class FederatedConfig(Section):

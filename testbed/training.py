@@ -1,0 +1,224 @@
+"""Training and evaluation: central training with a checkpoint cache, and local rounds.
+
+All shuffling comes from a ``torch.Generator`` seeded by the caller, and model
+initialisation from a seed derived from the run seed, so a seeded run is
+reproducible. Models with MonoConv2d layers get gradient-norm clipping at 5
+(|w|^e with e < 1 has a steep gradient near 0), as in the MonoCNN authors' code.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from testbed.checkpoints import checkpoint_key, checkpoint_path, load_checkpoint, save_checkpoint
+from testbed.models import build_model
+from testbed.models.monoconv import has_monoconv
+from testbed.rng import derive_seed
+
+MONOCNN_GRAD_CLIP = 5.0
+Progress = Callable[[int, int, float], None]  # (step, total steps, loss of the step)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1000) -> tuple[float, float]:
+    """(accuracy, mean cross-entropy) of ``model`` on ``x``, ``y``, in eval mode."""
+    was_training = model.training
+    model.eval()
+    correct, loss_sum = 0, 0.0
+    try:
+        for start in range(0, len(x), batch_size):
+            logits = model(x[start : start + batch_size])
+            target = y[start : start + batch_size]
+            loss_sum += F.cross_entropy(logits, target, reduction="sum").item()
+            correct += (logits.argmax(1) == target).sum().item()
+    finally:
+        model.train(was_training)
+    n = max(len(x), 1)
+    return correct / n, loss_sum / n
+
+
+def _optimizer(model: nn.Module, cfg) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+
+
+def _scheduler(opt, schedule: str, cfg, total: int):
+    if schedule == "onecycle" and total >= 10:  # shorter runs cannot hold its warm-up phase
+        return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=total, pct_start=0.25)
+    if schedule == "cosine" and total >= 2:
+        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total)
+    return None
+
+
+def _batches(n: int, batch_size: int, steps: int, gen: torch.Generator):
+    """``steps`` index batches over seeded epochs; a final batch of one (BatchNorm cannot train on it) is skipped."""
+    done = 0
+    while done < steps:
+        perm = torch.randperm(n, generator=gen)
+        for start in range(0, n, batch_size):
+            batch = perm[start : start + batch_size]
+            if len(batch) < 2 and n > 1:
+                continue
+            yield batch
+            done += 1
+            if done == steps:
+                return
+
+
+def _train(model, x, y, cfg, seed: int, schedule: str, progress: Progress | None) -> float:
+    n = len(x)
+    if n < 2:
+        raise ValueError(f"cannot train on {n} image(s): BatchNorm needs batches of at least 2")
+    batch_size = min(cfg.batch_size, n)
+    steps_per_epoch = n // batch_size + (1 if n % batch_size >= 2 else 0)
+    total = max(1, math.ceil(cfg.epochs * steps_per_epoch))
+    opt = _optimizer(model, cfg)
+    sched = _scheduler(opt, schedule, cfg, total)
+    clip = MONOCNN_GRAD_CLIP if has_monoconv(model) else None
+    gen = torch.Generator().manual_seed(int(seed))
+    model.train()
+    loss_sum = 0.0
+    for step, idx in enumerate(_batches(n, batch_size, total, gen), 1):
+        opt.zero_grad(set_to_none=True)
+        loss = F.cross_entropy(model(x[idx]), y[idx])
+        loss.backward()
+        if clip is not None:
+            nn.utils.clip_grad_norm_(model.parameters(), clip)
+        opt.step()
+        if sched is not None:
+            sched.step()
+        value = loss.item()
+        loss_sum += value
+        if progress is not None:
+            progress(step, total, value)
+    return loss_sum / total
+
+
+def train_epochs(model: nn.Module, x, y, cfg, seed: int, progress: Progress | None = None) -> float:
+    """Train ``model`` in place for ``cfg.epochs`` (may be fractional) with ``cfg.schedule``; mean loss."""
+    return _train(model, x, y, cfg, seed, cfg.schedule, progress)
+
+
+def train_local(model: nn.Module, x, y, cfg, seed: int) -> float:
+    """One federated round of local training at a constant learning rate; mean training loss."""
+    return _train(model, x, y, cfg, seed, "constant", None)
+
+
+# ---- central training with the checkpoint cache --------------------------------------
+
+
+def initial_model(strategy, model_cfg, input_shape, num_classes: int, seed: int) -> nn.Module:
+    """The untrained model a strategy trains: built from a seed, then ``strategy.prepare_model``."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(derive_seed(seed, "model-init"))
+        model = build_model(model_cfg, input_shape, num_classes)
+        return strategy.prepare_model(model)
+
+
+def model_template(strategy, model_cfg, input_shape, num_classes: int, seed: int = 0) -> nn.Module:
+    """A model with the architecture (state names, shapes) of what ``strategy`` sends."""
+    model = initial_model(strategy, model_cfg, input_shape, num_classes, seed)
+    return strategy.after_training(model, finetune=lambda m: None)
+
+
+def training_parts(strategy, model_cfg, dataset, seed: int) -> dict:
+    """Everything that determines a centrally trained model (the checkpoint key's input)."""
+    return {
+        "dataset": dataset.name,
+        "data": dataset.fingerprint(),
+        "model": model_cfg.model_dump(mode="json"),
+        "strategy": strategy.training_key(),
+        "seed": seed,
+    }
+
+
+class _Bar:
+    """A rich progress bar fed by the training loop's progress callback."""
+
+    def __init__(self, description: str):
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("loss {task.fields[loss]:.4f}"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+        )
+        self.description = description
+        self.task = None
+
+    def __enter__(self):
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        return self.progress.__exit__(*exc)
+
+    def __call__(self, step: int, total: int, loss: float) -> None:
+        if self.task is None:
+            self.task = self.progress.add_task(self.description, total=total, loss=loss)
+        self.progress.update(self.task, completed=step, loss=loss)
+
+
+def central_model(strategy, model_cfg, dataset, seed: int, cache_dir=None, progress: bool = True) -> nn.Module:
+    """The model ``strategy`` sends, trained on the dataset's training set, from the cache when there.
+
+    The returned model (eval mode) carries ``checkpoint_info``: key, training
+    time, test accuracy and whether it came from the cache.
+    """
+    cfg = model_cfg.train
+    parts = training_parts(strategy, model_cfg, dataset, seed)
+    key = checkpoint_key(parts)
+    path = checkpoint_path(key, cache_dir)
+    cached = load_checkpoint(path)
+    if cached is not None:
+        state, meta = cached
+        model = model_template(strategy, model_cfg, dataset.input_shape, dataset.num_classes, seed)
+        model.load_state_dict(state)
+        model.checkpoint_info = {**meta, "key": key, "path": str(path), "cached": True}
+        return model.eval()
+
+    x, y = dataset.train_x, dataset.train_y
+    if cfg.train_subset is not None:
+        x, y = x[: cfg.train_subset], y[: cfg.train_subset]
+    model = initial_model(strategy, model_cfg, dataset.input_shape, dataset.num_classes, seed)
+    label = f"{model_cfg.arch} [{strategy.training_key()}] on {dataset.name}"
+    start = time.perf_counter()
+    if progress:
+        with _Bar(f"training {label}") as bar:
+            loss = train_epochs(model, x, y, cfg, derive_seed(seed, "central-train"), bar)
+    else:
+        loss = train_epochs(model, x, y, cfg, derive_seed(seed, "central-train"))
+    model = strategy.after_training(
+        model, finetune=lambda m: train_epochs(m, x, y, cfg, derive_seed(seed, "central-finetune"))
+    )
+    seconds = time.perf_counter() - start
+    accuracy, test_loss = evaluate(model, dataset.test_x, dataset.test_y)
+    meta = {
+        "parts": parts,
+        "train_seconds": seconds,
+        "train_loss": loss,
+        "test_accuracy": accuracy,
+        "test_loss": test_loss,
+        "threads": torch.get_num_threads(),
+    }
+    save_checkpoint(path, model.state_dict(), meta)
+    model.checkpoint_info = {**meta, "key": key, "path": str(path), "cached": False}
+    return model.eval()
