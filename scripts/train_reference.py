@@ -27,7 +27,6 @@ from strategies.registry import build
 from testbed.config import ModelConfig
 from testbed.data import load_dataset
 from testbed.models import parameter_counts
-from testbed.payload import Payload
 from testbed.training import central_model, evaluate
 
 # The reference training recipe (our choice) is the config's default for central training:

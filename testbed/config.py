@@ -98,10 +98,12 @@ class DataConfig(Section):
 
 
 class TrainConfig(Section):
-    epochs: float = Field(default=1.0, gt=0)
+    """Central training; the defaults are the reference recipe of docs/MODELS.md."""
+
+    epochs: float = Field(default=2.0, gt=0)
     batch_size: int = Field(default=128, ge=1)
     optimizer: Literal["adam", "sgd"] = "adam"
-    lr: float = Field(default=1e-3, gt=0)
+    lr: float = Field(default=3e-3, gt=0)
     momentum: float = Field(default=0.9, ge=0)
     weight_decay: float = Field(default=0.0, ge=0)
     schedule: Literal["onecycle", "cosine", "constant"] = "onecycle"  # central training; local rounds: constant
@@ -111,12 +113,21 @@ class TrainConfig(Section):
 class ModelConfig(Section):
     arch: str = "deepcnn"  # deepcnn | resnet18
     width: int | None = Field(default=None, ge=1)  # first-stage channels; default 32 (deepcnn), 64 (resnet18)
-    # central training; the reference recipe of docs/MODELS.md (2 epochs of Adam, one-cycle to 3e-3)
-    train: TrainConfig = TrainConfig(epochs=2.0, lr=3e-3)
+    train: TrainConfig = TrainConfig()
+
+
+class LocalTrainConfig(TrainConfig):
+    """A device's training in a federated round (its own defaults, so setting one key keeps the rest)."""
+
+    epochs: float = Field(default=1.0, gt=0)
+    batch_size: int = Field(default=32, ge=1)
+    optimizer: Literal["adam", "sgd"] = "sgd"
+    lr: float = Field(default=0.05, gt=0)
+    schedule: Literal["onecycle", "cosine", "constant"] = "constant"
 
 
 class FederatedConfig(Section):
-    local: TrainConfig = TrainConfig(epochs=1.0, batch_size=32, optimizer="sgd", lr=0.05)
+    local: LocalTrainConfig = LocalTrainConfig()
     uplink: dict[str, Any] = {"strategy": "quantise", "bits": 8}
 
 

@@ -66,7 +66,7 @@ class NodeWorld:
         if device_id not in self.splits:
             from testbed.data import device_split
 
-            device = self.fleet.device(device_id) if hasattr(self.fleet, "device") else _device(self.fleet, device_id)
+            device = self.fleet.device(device_id)
             cfg = self.config
             self.splits[device_id] = device_split(self.dataset, cfg.data, len(self.fleet.devices), device.partition, cfg.seed)
         return self.splits[device_id]
@@ -78,13 +78,6 @@ class NodeWorld:
 
     def link_model(self, device_id: int) -> str:
         return str(self.link(device_id).params.model)
-
-
-def _device(fleet, device_id: int):
-    for device in fleet.devices:
-        if device.device_id == device_id:
-            return device
-    raise KeyError(f"no device {device_id} in the fleet")
 
 
 def receiver_model(strategy, config, dataset) -> torch.nn.Module:
@@ -215,7 +208,6 @@ def run_cohort(content: RecordDict, federated: bool) -> tuple[list[dict], dict[s
     """Emulate every device of the message's cohort; return metric rows and uplink payload bytes."""
     job = content["job"]
     world = node_world(str(job["config"]), str(job["base_dir"]) or None)
-    seed = world.config.seed
     round_ = int(job["round"])
     labels = list(job["labels"])
     refs: dict[int, dict] = {}

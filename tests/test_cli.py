@@ -14,7 +14,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def testbed(*args: str, env: dict | None = None, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+def run_cli(*args: str, env: dict | None = None, cwd: Path = ROOT) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "testbed", *args],
         capture_output=True,
@@ -26,7 +26,7 @@ def testbed(*args: str, env: dict | None = None, cwd: Path = ROOT) -> subprocess
 
 
 def test_strategies_lists_the_builtin_ones_as_json():
-    result = testbed("strategies", "--json")
+    result = run_cli("strategies", "--json")
     assert result.returncode == 0, result.stderr
     rows = json.loads(result.stdout)
     names = {row["name"] for row in rows}
@@ -53,17 +53,17 @@ def test_a_strategy_from_an_installed_package_registers_through_its_entry_point(
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: plugin-codec\nVersion: 0.1\n")
     (dist / "entry_points.txt").write_text("[testbed.strategies]\nplugged = plugin_codec:HalfStrategy\n")
 
-    result = testbed("strategies", "--json", env={"PYTHONPATH": str(tmp_path)})
+    result = run_cli("strategies", "--json", env={"PYTHONPATH": str(tmp_path)})
     assert result.returncode == 0, result.stderr
     rows = {row["name"]: row["description"] for row in json.loads(result.stdout)}
     assert rows["plugged"] == "A plug-in strategy from another package."
 
-    without = testbed("strategies", "--json")
+    without = run_cli("strategies", "--json")
     assert "plugged" not in {row["name"] for row in json.loads(without.stdout)}
 
 
 def test_inspect_json_describes_each_strategy_of_the_quickstart_exactly():
-    result = testbed("inspect", "--json")
+    result = run_cli("inspect", "--json")
     assert result.returncode == 0, result.stderr
     reports = json.loads(result.stdout)
     assert len(reports) >= 5
@@ -82,7 +82,7 @@ def test_inspect_json_describes_each_strategy_of_the_quickstart_exactly():
 
 
 def test_inspect_with_a_strategy_on_the_command_line():
-    result = testbed("inspect", "--json", "--strategy", "quantise:bits=4,per_channel=true")
+    result = run_cli("inspect", "--json", "--strategy", "quantise:bits=4,per_channel=true")
     assert result.returncode == 0, result.stderr
     (report,) = json.loads(result.stdout)
     assert report["bits"] == 4 and report["strategy"] == "quantise"
@@ -102,7 +102,7 @@ def test_inspect_with_a_strategy_on_the_command_line():
 def test_a_bad_config_gets_one_line_naming_the_key_and_the_file(tmp_path, text, expected):
     path = tmp_path / "bad.yaml"
     path.write_text(text)
-    result = testbed("inspect", str(path))
+    result = run_cli("inspect", str(path))
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr

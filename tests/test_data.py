@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import mnist_data_dir, needs_mnist
 
 from testbed.config import DataConfig
 from testbed.data import DatasetError, clear_cache, device_split, load_dataset, partition_indices, resolve_data_dir
@@ -16,17 +17,7 @@ from testbed.data.base import md5sum
 from testbed.data.mnist import FILES
 
 
-def _real_data_dir() -> Path | None:
-    if os.environ.get("TESTBED_DATA_DIR"):
-        return Path(os.environ["TESTBED_DATA_DIR"])
-    shared = Path(__file__).resolve().parents[2] / "shared" / "data"
-    return shared if shared.exists() else None
-
-
-DATA_DIR = _real_data_dir()
-needs_mnist = pytest.mark.skipif(
-    DATA_DIR is None or not (DATA_DIR / "mnist").exists(), reason="real MNIST files not present"
-)
+DATA_DIR = mnist_data_dir()
 
 
 @pytest.fixture(scope="module")
@@ -198,3 +189,19 @@ def test_cifar_batches_are_read_without_arbitrary_unpickling(tmp_path):
     evil.write_bytes(pickle.dumps({b"data": os.getcwd, b"labels": []}))
     with pytest.raises(DatasetError, match="unexpected type"):
         _read_batch(evil)
+
+
+def test_mnist_sample_training_order_covers_every_digit_early():
+    # train_subset takes the first N images; the sample file itself is ordered by digit.
+    d = load_dataset("mnist-sample")
+    assert np.bincount(d.train_y[:500].numpy(), minlength=10).min() > 20
+
+
+def test_dataset_info_agrees_with_the_loaded_data():
+    from testbed.data import dataset_info
+
+    d = load_dataset("mnist-sample")
+    info = dataset_info("mnist-sample")
+    assert info.input_shape == d.input_shape and info.num_classes == d.num_classes
+    with pytest.raises(DatasetError, match="unknown dataset 'svhn'"):
+        dataset_info("svhn")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 import shutil
 from pathlib import Path
@@ -24,19 +23,11 @@ ROOT = Path(__file__).resolve().parents[1]
 LABELS = ["fp32", "q8", "q4"]
 
 
-def _data_dir_env() -> None:
-    if not os.environ.get("TESTBED_DATA_DIR"):
-        shared = ROOT.parent / "shared" / "data"
-        if shared.exists():
-            os.environ["TESTBED_DATA_DIR"] = str(shared)
-
-
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory) -> Path:
     """A real run of the tiny config (Flower on Ray): 4 devices, 2 rounds, three strategies."""
     from testbed.orchestrator import run_experiment
 
-    _data_dir_env()
     config = load_config(
         ROOT / "configs" / "tiny.yaml",
         [

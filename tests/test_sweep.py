@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 
@@ -64,8 +63,6 @@ def test_bad_sweeps_are_one_line_errors():
 
 @pytest.mark.slow
 def test_sweep_runs_every_point_then_only_the_missing_ones(tmp_path, capsys):
-    if not os.environ.get("TESTBED_DATA_DIR") and (ROOT.parent / "shared" / "data").exists():
-        os.environ["TESTBED_DATA_DIR"] = str(ROOT.parent / "shared" / "data")
     config = _config(
         "fleet.devices=3",
         "rounds=1",

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import math
-import os
-from pathlib import Path
 
 import pytest
+from conftest import mnist_data_dir, needs_mnist
 import torch
 from torch import nn
 
@@ -17,17 +16,7 @@ from testbed.models import DeepCNN, make_monocnn
 from testbed.training import central_model, evaluate, train_epochs, train_local
 
 
-def _real_data_dir() -> Path | None:
-    if os.environ.get("TESTBED_DATA_DIR"):
-        return Path(os.environ["TESTBED_DATA_DIR"])
-    shared = Path(__file__).resolve().parents[2] / "shared" / "data"
-    return shared if shared.exists() else None
-
-
-DATA_DIR = _real_data_dir()
-needs_mnist = pytest.mark.skipif(
-    DATA_DIR is None or not (DATA_DIR / "mnist").exists(), reason="real MNIST files not present"
-)
+DATA_DIR = mnist_data_dir()
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +64,7 @@ def test_training_is_reproducible_per_seed(sample):
         loss = train_epochs(model, x, y, cfg, seed=seed)
         return loss, model.state_dict()
 
-    (la, a), (lb, b), (lc, c) = run(1), run(1), run(2)
+    (la, a), (lb, b), (lc, _) = run(1), run(1), run(2)
     assert la == lb and all(torch.equal(a[k], b[k]) for k in a)
     assert la != lc
 

@@ -2,12 +2,34 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from testbed.data.base import Dataset, DatasetError, resolve_data_dir
 from testbed.data.partition import DeviceSplit, device_split, partition_indices
 
 DATASETS = ("mnist", "mnist-sample", "cifar10")
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What a model needs to know of a dataset without loading it."""
+
+    input_shape: tuple[int, int, int]
+    num_classes: int
+
+
+_INFO = {
+    "mnist": DatasetInfo((1, 28, 28), 10),
+    "mnist-sample": DatasetInfo((1, 28, 28), 10),
+    "cifar10": DatasetInfo((3, 32, 32), 10),
+}
+
+
+def dataset_info(name: str) -> DatasetInfo:
+    if name not in _INFO:
+        raise DatasetError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}")
+    return _INFO[name]
 
 # Decoded arrays, per process: a Ray worker loads each dataset once.
 _cache: dict[tuple[str, str], Dataset] = {}
@@ -45,6 +67,8 @@ __all__ = [
     "DATASETS",
     "Dataset",
     "DatasetError",
+    "DatasetInfo",
+    "dataset_info",
     "DeviceSplit",
     "clear_cache",
     "device_split",

