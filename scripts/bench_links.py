@@ -33,6 +33,8 @@ CASES = [
     ("erasure loss=0.01 (1 KB packets)", LinkParams("erasure", loss=0.01, packet_bytes=1024), "packed"),
     ("fading mean 20 dB bpsk", LinkParams("fading", snr_db=20.0, **ARQ), "packed"),
     ("analog 10 dB (float32)", LinkParams("analog", snr_db=10.0, **ARQ), "float"),
+    # the config's default: protected packets repeated as "auto" chooses (9 copies at 0 dB)
+    ("awgn bpsk 0 dB, auto repetition", LinkParams("awgn", snr_db=0.0, protected_repetition="auto"), "packed"),
 ]
 
 
@@ -61,7 +63,7 @@ def main() -> None:
     print(machine())
     size = int(args.mb * 1e6)
     print(f"payload {size / 1e6:.1f} MB exposed + 4 KB protected, median of {args.repeats}")
-    print(f"{'link':32s} {'MB/s':>10s} {'ms':>9s} {'bit errors':>11s} {'resent':>7s} {'lost':>6s} {'delivered':>9s}")
+    print(f"{'link':32s} {'MB/s':>10s} {'ms':>9s} {'bit errors':>11s} {'resent':>7s} {'lost':>6s} {'delivered':>9s} {'copies':>6s}")
     payloads = {kind: payload(kind, size) for kind in ("packed", "float")}
     for label, params, kind in CASES:
         link, data = make_link(params), payloads[kind]
@@ -73,11 +75,12 @@ def main() -> None:
             times.append(time.perf_counter() - start)
             stats.append(result.stats)
         median = float(np.median(times))
-        mean = {k: np.mean([getattr(s, k) for s in stats]) for k in ("bit_errors", "retransmissions", "packets_lost")}
+        mean = {k: np.mean([getattr(s, k) for s in stats]) for k in ("bit_errors", "retransmissions", "packets_lost", "protected_repetition")}
         delivered = sum(s.delivered for s in stats)
         print(
             f"{label:32s} {data.nbytes / 1e6 / median:10.0f} {median * 1e3:9.3f} {mean['bit_errors']:11.0f} "
-            f"{mean['retransmissions']:7.1f} {mean['packets_lost']:6.1f} {delivered:>5d}/{args.repeats}"
+            f"{mean['retransmissions']:7.1f} {mean['packets_lost']:6.1f} {delivered:>5d}/{args.repeats} "
+            f"{mean['protected_repetition']:6.1f}"
         )
 
 

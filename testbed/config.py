@@ -135,7 +135,9 @@ class EngineConfig(Section):
     devices_per_node: int = Field(default=5, ge=1)
     num_workers: int | None = Field(default=None, ge=1)  # Ray workers; default: CPUs of the machine
     ray_address: str | None = None  # attach to an existing Ray cluster
-    device: Literal["cpu", "cuda", "auto"] = "cpu"
+    # A node whose reply has not come this long after the round started is taken as lost:
+    # its devices are recorded as failed for the round, and the run goes on.
+    round_timeout_s: float = Field(default=1800.0, gt=0)
 
 
 class StrategyEntry(BaseModel):

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from testbed.config import Choice, ComputeConfig, ConfigError, FleetConfig, LinkConfig, LogNormal, Normal, Uniform
-from testbed.links import LINK_RULES, Link, LinkParams, link_param_problem, make_link
+from testbed.links import AUTO, LINK_RULES, Link, LinkParams, link_param_problem, make_link
 from testbed.rng import derive_rng
 
 
@@ -41,6 +41,7 @@ COMPUTE_RULES = {
 
 _INT_FIELDS = ("packet_bytes", "max_attempts")
 _STR_FIELDS = ("model", "modulation")
+_INT_OR_AUTO_FIELDS = ("protected_repetition",)  # a count, or "auto"
 
 
 def _problem(name: str, value) -> str | None:
@@ -54,6 +55,8 @@ def _coerce(name: str, value):
     """The value in the type the device stores (checked by ``_problem`` first)."""
     if name in _STR_FIELDS:
         return value
+    if name in _INT_OR_AUTO_FIELDS:
+        return value if value == AUTO else int(value)
     if name in _INT_FIELDS:
         return int(value)
     return float(value)
@@ -69,6 +72,10 @@ class Device:
 
 
 # ---- trace CSV columns -----------------------------------------------------------------
+class IntOrAuto:
+    """Column type of a whole number or the word "auto"."""
+
+
 # column -> (attribute of the device or its link, type)
 _COLUMNS: dict[str, tuple[str, type]] = {
     "device_id": ("device_id", int),
@@ -83,6 +90,7 @@ _COLUMNS: dict[str, tuple[str, type]] = {
     "packet_bytes": ("packet_bytes", int),
     "loss": ("loss", float),
     "max_attempts": ("max_attempts", int),
+    "protected_repetition": ("protected_repetition", IntOrAuto),
     "partition": ("partition", int),
 }
 REQUIRED_COLUMNS = ("device_id", "snr_db", "bandwidth_mbps", "latency_ms", "compute_factor", "availability")
@@ -272,13 +280,14 @@ def _check_header(path: Path, line: int, header: list[str]) -> None:
 def _parse_cell(path: Path, line: int, column: str, cell: str, kind: type):
     where = f"{path} line {line}, column {column}"
     text = cell.strip()
-    if kind is str:
+    if kind is str or (kind is IntOrAuto and text == AUTO):
         return text
     try:
         value = float(text)
     except ValueError:
-        raise FleetError(f"{where}: {cell!r} is not a number") from None
-    if kind is int:
+        expected = "a whole number or 'auto'" if kind is IntOrAuto else "a number"
+        raise FleetError(f"{where}: {cell!r} is not {expected}") from None
+    if kind in (int, IntOrAuto):
         if not (math.isfinite(value) and value.is_integer()):
             raise FleetError(f"{where}: {cell!r} is not a whole number")
         return int(value)

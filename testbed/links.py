@@ -11,12 +11,23 @@ A link cuts a :class:`Payload` into packets and sends them:
   packets of ``packet_bytes`` without a checksum: the receiver takes them as
   they come, with the channel's bit errors, noise or erasures.
 
+Protected packets are also channel coded, by repetition: each send of a
+protected packet carries ``r = protected_repetition`` copies of it, which the
+receiver combines (maximum-ratio combining of soft values on the modulated
+links, a majority vote of hard bits on bsc, any copy that arrives on erasure
+links; see :meth:`Channel.combined`). ``"auto"`` picks, per transmission, the
+smallest ``r`` in 1..64 with which one send of a full packet gets through with
+probability >= 0.9 (:func:`choose_repetition`). The exposed part is never
+coded.
+
 Resends are simulated exactly without flipping bits: a protected packet of
-``n`` bits (CRC included) gets through one send with probability
-``(1 - loss) * (1 - ber) ** n``, so its number of sends is geometric; a packet
-whose draw exceeds ``max_attempts`` is given up and the delivery fails. All
-packets are sent even then (the sender does not know yet), so the byte
-counts of a failed delivery are what the attempt cost.
+``m`` bits (CRC included) gets through one send with probability
+``(1 - loss_r) * (1 - ber_r) ** m``, the rates after combining ``r`` copies,
+so its number of sends is geometric; a packet whose draw exceeds
+``max_attempts`` is given up and the delivery fails. All packets are sent even
+then (the sender does not know yet), so the byte counts of a failed delivery
+are what the attempt cost; every send of a protected packet costs ``r`` times
+its bytes.
 
 Airtime: ``bytes_sent * 8 / bandwidth + latency * (1 + rounds)`` where
 ``rounds`` is the number of ARQ retransmission rounds (the largest number of
@@ -32,6 +43,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field, fields
+from functools import lru_cache
 from typing import ClassVar
 
 import numpy as np
@@ -41,6 +53,9 @@ from testbed.payload import FORMAT_F16, FORMAT_F32, Payload, Segment
 MODELS = ("ideal", "bsc", "awgn", "analog", "erasure", "fading")
 MODULATIONS = ("bpsk", "qpsk", "16qam")
 CRC_BYTES = 4  # CRC-32 trailer of every protected packet
+AUTO = "auto"  # protected_repetition chosen per transmission from the channel state
+MAX_REPETITION = 64  # the most copies "auto" sends
+AUTO_TARGET = 0.9  # "auto": probability that one send of a full protected packet gets through
 
 
 # ---- parameters ---------------------------------------------------------------------
@@ -70,6 +85,7 @@ LINK_RULES = {
     "packet_bytes": (lambda v: _whole(v) and v >= 1, "must be a whole number >= 1"),
     "loss": (lambda v: _finite(v) and 0 <= v < 1, "must be in [0, 1)"),
     "max_attempts": (lambda v: _whole(v) and v >= 1, "must be a whole number >= 1"),
+    "protected_repetition": (lambda v: v == AUTO or (_whole(v) and v >= 1), "must be 'auto' or a whole number >= 1"),
 }
 
 
@@ -95,6 +111,9 @@ class LinkParams:
     packet_bytes: int = 1024
     loss: float = 0.0  # erasure only
     max_attempts: int = 8
+    # copies of every protected packet per send; "auto": chosen per transmission.
+    # 1 (no coding) here; the config's default is "auto".
+    protected_repetition: int | str = 1
 
     def __post_init__(self):
         for f in fields(self):
@@ -106,6 +125,8 @@ class LinkParams:
             object.__setattr__(self, name, float(getattr(self, name)))
         for name in ("packet_bytes", "max_attempts"):
             object.__setattr__(self, name, int(getattr(self, name)))
+        if self.protected_repetition != AUTO:
+            object.__setattr__(self, "protected_repetition", int(self.protected_repetition))
 
 
 # ---- bit error rates ---------------------------------------------------------------
@@ -118,7 +139,11 @@ def q_function(x: float) -> float:
 
 def ber_from_snr(snr_db: float, modulation: str) -> float:
     """Bit error rate over AWGN at Eb/N0 = ``snr_db`` with Gray-coded ``modulation``."""
-    ebn0 = 10.0 ** (snr_db / 10.0)
+    return ber_from_ebn0(10.0 ** (snr_db / 10.0), modulation)
+
+
+def ber_from_ebn0(ebn0: float, modulation: str) -> float:
+    """Bit error rate over AWGN at a linear Eb/N0 of ``ebn0`` with Gray-coded ``modulation``."""
     if modulation in ("bpsk", "qpsk"):
         # Gray QPSK is two independent BPSK streams: the same BER per bit.
         return q_function(math.sqrt(2.0 * ebn0))
@@ -132,6 +157,23 @@ def ber_from_snr(snr_db: float, modulation: str) -> float:
     raise ValueError(f"unknown modulation {modulation!r}: expected one of {', '.join(MODULATIONS)}")
 
 
+def majority_vote_ber(ber: float, copies: int) -> float:
+    """Bit error rate after a majority vote over ``copies`` independent hard copies of a bit.
+
+    P(at least ceil(copies/2) of the copies flipped): for an even number of
+    copies a tie counts as an error (the decoder cannot tell).
+    """
+    if copies == 1 or ber <= 0 or ber >= 1:
+        return ber
+    return _majority_vote_ber(float(ber), int(copies))
+
+
+@lru_cache(maxsize=4096)
+def _majority_vote_ber(ber: float, copies: int) -> float:
+    ok = 1.0 - ber
+    return math.fsum(math.comb(copies, k) * ber**k * ok ** (copies - k) for k in range((copies + 1) // 2, copies + 1))
+
+
 # ---- results -------------------------------------------------------------------------
 
 
@@ -139,8 +181,9 @@ def ber_from_snr(snr_db: float, modulation: str) -> float:
 class LinkStats:
     payload_bytes: int = 0  # payload.nbytes
     overhead_bytes: int = 0  # CRC-32 trailers of the protected packets (first sends)
-    resent_bytes: int = 0  # every byte of every resent packet, CRC included
-    bytes_sent: int = 0  # payload + overhead + resent
+    coding_bytes: int = 0  # the extra copies of the protected packets' first sends (repetition - 1 of each)
+    resent_bytes: int = 0  # every byte of every resent packet, CRC and every copy included
+    bytes_sent: int = 0  # payload + overhead + coding + resent
     bits_sent: int = 0
     bit_errors: int = 0  # bits that differ in the exposed data as delivered
     packets: int = 0  # packets of the first send, protected and exposed
@@ -150,7 +193,8 @@ class LinkStats:
     delivered: bool = True
     failure: str = ""
     snr_db: float = math.nan  # effective SNR of this transmission (NaN: not applicable)
-    ber: float = 0.0  # effective bit error rate of this transmission
+    ber: float = 0.0  # effective bit error rate of this transmission (of the uncoded, exposed bits)
+    protected_repetition: int = 1  # copies of each protected packet per send (the one "auto" chose)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -171,6 +215,48 @@ class Channel:
     ber: float  # bit error rate of digitally sent bits
     loss: float = 0.0  # probability a packet is lost
     snr_db: float = math.nan
+    # modulation of soft-decision links (bits decided from the combined soft values);
+    # "" for hard-decision channels (bsc) whose copies are combined by majority vote
+    modulation: str = ""
+
+    def combined(self, copies: int) -> tuple[float, float]:
+        """(bit error rate, packet loss) of a packet sent ``copies`` times and combined at the receiver.
+
+        Soft decisions: maximum-ratio combining of coherent copies adds their
+        Eb/N0 (the noise is independent, the signal adds in phase), so the bits
+        are decided at ``copies`` times the Eb/N0: the modulation's closed form
+        there (for 16-QAM too, the same per-dimension decision on the combined
+        symbol). Hard decisions: majority vote. Erasures: the packet is lost
+        only if every copy is.
+        """
+        if copies == 1:
+            return self.ber, self.loss
+        loss = self.loss**copies
+        if self.ber <= 0:
+            return 0.0, loss
+        if self.modulation:
+            return ber_from_ebn0(copies * 10.0 ** (self.snr_db / 10.0), self.modulation), loss
+        return majority_vote_ber(self.ber, copies), loss
+
+
+def packet_success(bits: int, ber: float, loss: float) -> float:
+    """Probability that one send of a packet of ``bits`` bits arrives, and without a bit error."""
+    return (1.0 - loss) * (math.exp(bits * math.log1p(-ber)) if ber < 1 else 0.0)
+
+
+def choose_repetition(ch: Channel, packet_bytes: int) -> int:
+    """The "auto" repetition: the smallest number of copies in 1..MAX_REPETITION with which one
+    send of a full protected packet (``packet_bytes`` + CRC) succeeds with probability >= AUTO_TARGET
+    on channel ``ch``; MAX_REPETITION if none does.
+
+    Scanned upwards, not bisected: a majority vote over an even number of copies is worse than
+    over one copy fewer, so the success probability is not monotone in the copies.
+    """
+    bits = 8 * (packet_bytes + CRC_BYTES)
+    for copies in range(1, MAX_REPETITION + 1):
+        if packet_success(bits, *ch.combined(copies)) >= AUTO_TARGET:
+            return copies
+    return MAX_REPETITION
 
 
 # ---- helpers -------------------------------------------------------------------------
@@ -255,9 +341,15 @@ class Link:
         """The channel's state for one transmission (drawn first, from ``rng``)."""
         raise NotImplementedError
 
+    def repetition(self, ch: Channel) -> int:
+        """Copies of each protected packet per send on channel state ``ch``."""
+        p = self.params
+        return choose_repetition(ch, p.packet_bytes) if p.protected_repetition == AUTO else p.protected_repetition
+
     def transmit(self, payload: Payload, rng: np.random.Generator) -> Transmission:
         p = self.params
         ch = self.channel(rng)
+        copies = self.repetition(ch)
         framing = payload.framing_nbytes
         protected_nbytes = framing + sum(s.nbytes for s in payload.segments if s.protected)
         exposed_nbytes = sum(s.nbytes for s in payload.segments if not s.protected)
@@ -265,12 +357,14 @@ class Link:
         stats = LinkStats(
             payload_bytes=protected_nbytes + exposed_nbytes,
             overhead_bytes=CRC_BYTES * n_protected,
+            coding_bytes=(copies - 1) * (protected_nbytes + CRC_BYTES * n_protected),
             packets=n_protected + _packet_count(exposed_nbytes, p.packet_bytes),
             snr_db=ch.snr_db,
             ber=ch.ber,
+            protected_repetition=copies,
         )
-        rounds = self._send_protected(protected_nbytes, ch, rng, stats)
-        stats.bytes_sent = stats.payload_bytes + stats.overhead_bytes + stats.resent_bytes
+        rounds = self._send_protected(protected_nbytes, ch, copies, rng, stats)
+        stats.bytes_sent = stats.payload_bytes + stats.overhead_bytes + stats.coding_bytes + stats.resent_bytes
         stats.bits_sent = 8 * stats.bytes_sent
         stats.airtime_s = stats.bits_sent / (p.bandwidth_mbps * 1e6) + p.latency_ms * 1e-3 * (1 + rounds)
         if not stats.delivered:
@@ -280,10 +374,11 @@ class Link:
         return Transmission(received, stats, erased)
 
     # -- protected part: ARQ --------------------------------------------------------------
-    def _send_protected(self, nbytes: int, ch: Channel, rng: np.random.Generator, stats: LinkStats) -> int:
-        """Draw the sends of every protected packet; fill the stats; return the ARQ rounds."""
+    def _send_protected(self, nbytes: int, ch: Channel, copies: int, rng: np.random.Generator, stats: LinkStats) -> int:
+        """Draw the sends of every protected packet (``copies`` copies each); fill the stats; return the ARQ rounds."""
         p = self.params
-        if ch.ber <= 0 and ch.loss <= 0:
+        ber, loss = ch.combined(copies)
+        if ber <= 0 and loss <= 0:
             return 0
         full, last = _packet_sizes(nbytes, p.packet_bytes)
         groups = [(full, p.packet_bytes), (1 if last else 0, last)]
@@ -292,8 +387,7 @@ class Link:
         for count, size in groups:
             if count == 0:
                 continue
-            bits = 8 * (size + CRC_BYTES)
-            success = (1.0 - ch.loss) * (math.exp(bits * math.log1p(-ch.ber)) if ch.ber < 1 else 0.0)
+            success = packet_success(8 * (size + CRC_BYTES), ber, loss)
             if success >= 1.0:
                 sends = np.ones(count, dtype=np.int64)
             elif success <= 0.0:
@@ -306,12 +400,14 @@ class Link:
             sends = np.minimum(sends, p.max_attempts)
             resent = int(sends.sum()) - count
             stats.retransmissions += resent
-            stats.resent_bytes += resent * (size + CRC_BYTES)
+            stats.resent_bytes += resent * copies * (size + CRC_BYTES)
             worst = max(worst, int(sends.max()))
             index += count
         if first_failed is not None:
             stats.delivered = False
             stats.failure = f"protected packet {first_failed} not delivered after {p.max_attempts} attempts"
+            if copies > 1:
+                stats.failure += f" of {copies} copies"
         return worst - 1
 
     # -- exposed part: bit errors and erasures --------------------------------------------
@@ -373,13 +469,17 @@ class IdealLink(Link):
     def transmit(self, payload, rng):
         # No errors: the payload itself is the received one, nothing is copied.
         p = self.params
+        copies = self.repetition(self.channel(rng))  # "auto": 1; a fixed repetition is still sent
         protected = payload.protected_nbytes
         total = payload.nbytes
         n_protected = _packet_count(protected, p.packet_bytes)
-        sent = total + CRC_BYTES * n_protected
+        coding = (copies - 1) * (protected + CRC_BYTES * n_protected)
+        sent = total + CRC_BYTES * n_protected + coding
         stats = LinkStats(
             payload_bytes=total,
             overhead_bytes=CRC_BYTES * n_protected,
+            coding_bytes=coding,
+            protected_repetition=copies,
             bytes_sent=sent,
             bits_sent=8 * sent,
             packets=n_protected + _packet_count(total - protected, p.packet_bytes),
@@ -404,7 +504,7 @@ class AWGNLink(Link):
 
     def channel(self, rng):
         p = self.params
-        return Channel(ber=ber_from_snr(p.snr_db, p.modulation), snr_db=p.snr_db)
+        return Channel(ber=ber_from_snr(p.snr_db, p.modulation), snr_db=p.snr_db, modulation=p.modulation)
 
 
 class FadingLink(Link):
@@ -416,7 +516,7 @@ class FadingLink(Link):
         p = self.params
         gain = float(rng.exponential(1.0))
         snr_db = p.snr_db + 10.0 * math.log10(gain) if gain > 0 else -math.inf
-        return Channel(ber=ber_from_snr(snr_db, p.modulation), snr_db=snr_db)
+        return Channel(ber=ber_from_snr(snr_db, p.modulation), snr_db=snr_db, modulation=p.modulation)
 
 
 class ErasureLink(Link):
@@ -435,14 +535,14 @@ class AnalogLink(Link):
     mean(x^2) / 10^(snr/10) (power measured per segment), and are re-encoded in
     the same dtype (F16 saturates at its largest finite value). Everything
     else, exposed non-float segments and the protected part, is sent digitally
-    with BPSK at Eb/N0 = ``snr_db``.
+    with BPSK at Eb/N0 = ``snr_db`` (the protected packets' copies combined by MRC).
     """
 
     model = "analog"
 
     def channel(self, rng):
         p = self.params
-        return Channel(ber=ber_from_snr(p.snr_db, "bpsk"), snr_db=p.snr_db)
+        return Channel(ber=ber_from_snr(p.snr_db, "bpsk"), snr_db=p.snr_db, modulation="bpsk")
 
     def _send_exposed(self, payload, ch, rng, stats):
         exposed = [s for s in payload.segments if not s.protected]

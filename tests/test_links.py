@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import hashlib
 import math
+from fractions import Fraction
 
 import numpy as np
 import pytest
@@ -9,8 +11,11 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from strategies.registry import build
+from testbed.config import FleetConfig, LinkConfig
+from testbed.fleet import Fleet, FleetError
 from testbed.links import (
     CRC_BYTES,
+    MAX_REPETITION,
     MODELS,
     AnalogLink,
     AWGNLink,
@@ -20,7 +25,9 @@ from testbed.links import (
     IdealLink,
     LinkParams,
     ber_from_snr,
+    choose_repetition,
     error_positions,
+    majority_vote_ber,
     make_link,
 )
 from testbed.payload import FORMAT_BYTES, FORMAT_F16, FORMAT_F32, Payload, Segment, packed_format
@@ -425,3 +432,321 @@ def test_link_properties(spec, params, seed):
     if params.model != "erasure":
         assert t.erased == {} and s.packets_lost == 0
     assert Payload.from_bytes(r.to_bytes()) == r  # the protected checksums still hold
+
+
+# ---- repetition coding of protected packets ------------------------------------------------
+
+
+def soft_channel(modulation: str, snr_db: float):
+    return make_link(LinkParams("awgn", snr_db=snr_db, modulation=modulation)).channel(derive_rng(0))
+
+
+def bpsk_combined_errors(nbits: int, snr_db: float, copies: int, rng: np.random.Generator) -> int:
+    """Bit errors of BPSK (Eb = 1) sent ``copies`` times over AWGN, received values summed (MRC) and sliced."""
+    bits = rng.integers(0, 2, nbits)
+    symbols = 2.0 * bits - 1.0
+    sigma = math.sqrt(1 / (2 * 10 ** (snr_db / 10)))  # N0 / 2 per dimension
+    combined = np.zeros(nbits)
+    for _ in range(copies):
+        combined += symbols + sigma * rng.standard_normal(nbits)
+    return int(np.sum((combined > 0) != (bits == 1)))
+
+
+def qam16_combined_errors(nsymbols: int, snr_db: float, copies: int, rng: np.random.Generator) -> int:
+    """Bit errors of Gray 16-QAM sent ``copies`` times over AWGN, combined and decided per dimension."""
+    # per dimension Gray 4-PAM: bits (b0, b1) 00 -> -3, 01 -> -1, 11 -> +1, 10 -> +3
+    bits = rng.integers(0, 2, (nsymbols, 2, 2))
+    level = np.where(bits[..., 0] == 1, 1.0, -1.0) * np.where(bits[..., 1] == 1, 1.0, 3.0)
+    eb = 10 / 4  # mean symbol energy 10 over 4 bits
+    sigma = math.sqrt(eb / 10 ** (snr_db / 10) / 2)
+    combined = np.zeros(level.shape)
+    for _ in range(copies):
+        combined += level + sigma * rng.standard_normal(level.shape)
+    x = combined / copies
+    decided = np.stack([x > 0, np.abs(x) < 2], axis=-1)
+    return int(np.sum(decided != (bits == 1)))
+
+
+@pytest.mark.parametrize("snr_db, copies", [(0.0, 1), (0.0, 3), (0.0, 5), (-3.0, 2), (-3.0, 9), (2.0, 4)])
+def test_bpsk_combining_matches_monte_carlo(snr_db, copies):
+    nbits = 400_000
+    errors = bpsk_combined_errors(nbits, snr_db, copies, derive_rng(0, "mrc", str(snr_db), copies))
+    ber, loss = soft_channel("bpsk", snr_db).combined(copies)
+    assert ber == pytest.approx(0.5 * math.erfc(math.sqrt(copies * 10 ** (snr_db / 10))), rel=1e-9) and loss == 0
+    assert within_binomial(errors, nbits, ber), (errors / nbits, ber)
+    assert soft_channel("qpsk", snr_db).combined(copies) == (ber, 0.0)  # Gray QPSK: two BPSK streams
+
+
+@pytest.mark.parametrize("snr_db, copies", [(5.0, 1), (5.0, 2), (5.0, 4), (0.0, 6)])
+def test_16qam_combining_matches_monte_carlo(snr_db, copies):
+    nsymbols = 200_000
+    errors = qam16_combined_errors(nsymbols, snr_db, copies, derive_rng(0, "qam", str(snr_db), copies))
+    ber, _ = soft_channel("16qam", snr_db).combined(copies)
+    assert ber == pytest.approx(ber_from_snr(snr_db + 10 * math.log10(copies), "16qam"), rel=1e-9)
+    assert within_binomial(errors, 4 * nsymbols, ber), (errors / (4 * nsymbols), ber)
+
+
+@pytest.mark.parametrize("ber, copies", [(0.01, 1), (0.01, 2), (0.05, 3), (0.1, 5), (0.2, 9), (0.3, 4), (0.3, 15)])
+def test_majority_vote_matches_monte_carlo(ber, copies):
+    nbits = 400_000
+    flips = derive_rng(0, "vote", str(ber), copies).random((nbits, copies)) < ber
+    errors = int(np.sum(flips.sum(axis=1) >= (copies + 1) // 2))  # majority wrong, or a tie
+    coded, loss = make_link(LinkParams("bsc", ber=ber)).channel(derive_rng(0)).combined(copies)
+    assert coded == majority_vote_ber(ber, copies) and loss == 0
+    assert within_binomial(errors, nbits, coded), (errors / nbits, coded)
+
+
+@settings(max_examples=200, deadline=None)
+@given(ber=st.floats(0.0, 1.0), copies=st.integers(1, 64))
+def test_majority_vote_is_the_binomial_tail(ber, copies):
+    exact = sum(
+        Fraction(math.comb(copies, k)) * Fraction(ber) ** k * (1 - Fraction(ber)) ** (copies - k)
+        for k in range(-(-copies // 2), copies + 1)
+    )
+    assert majority_vote_ber(ber, copies) == pytest.approx(float(exact), rel=1e-9, abs=1e-300)
+    if copies % 2 == 1 and copies > 1 and 0 < ber < 0.5:
+        fewer = majority_vote_ber(ber, copies - 2)
+        assert majority_vote_ber(ber, copies) < fewer or fewer == 0.0  # more votes help (until underflow)
+
+
+def test_erasure_copies_are_lost_together_only():
+    pb, loss, copies = 100, 0.5, 3
+    payload = Payload([Segment("side", np.random.default_rng(0).bytes(pb * 3000), True)])
+    link = make_link(LinkParams("erasure", loss=loss, packet_bytes=pb, max_attempts=100, protected_repetition=copies))
+    assert link.channel(derive_rng(0)).combined(copies) == (0.0, loss**copies)
+    t = link.transmit(payload, derive_rng(0, "erasure copies"))
+    n = -(-payload.nbytes // pb)
+    s = 1 - loss**copies
+    assert abs(t.stats.retransmissions - n * (1 / s - 1)) < Z999 * math.sqrt(n * (1 - s) / s**2) + 1
+    assert t.received == payload
+
+
+def test_coded_arq_uses_the_combined_error_rate():
+    pb, ber, copies = 64, 0.02, 3
+    framing = Payload([Segment("side", bytes(pb * 4000), True)]).nbytes - pb * 4000
+    payload = Payload([Segment("side", np.random.default_rng(1).bytes(pb * 4000 - framing), True)])  # whole packets
+    assert payload.nbytes % pb == 0
+    t = make_link(LinkParams("bsc", ber=ber, packet_bytes=pb, max_attempts=100, protected_repetition=copies)).transmit(
+        payload, derive_rng(0, "coded arq")
+    )
+    s = (1 - majority_vote_ber(ber, copies)) ** (8 * (pb + CRC_BYTES))
+    n = payload.nbytes // pb
+    assert abs(t.stats.retransmissions - n * (1 / s - 1)) < Z999 * math.sqrt(n * (1 - s) / s**2) + 1
+    st_ = t.stats
+    assert st_.resent_bytes == copies * (pb + CRC_BYTES) * st_.retransmissions
+    assert st_.coding_bytes == (copies - 1) * (payload.nbytes + CRC_BYTES * n)
+    assert st_.bytes_sent == copies * (payload.nbytes + CRC_BYTES * n) + st_.resent_bytes
+    assert st_.protected_repetition == copies and t.received == payload
+
+
+def independent_success(ch, modulation: str | None, copies: int, packet_bytes: int) -> float:
+    """One send's success probability with ``copies`` copies, from the formulas, not the link's code."""
+    if modulation:
+        ber = ber_from_snr(ch.snr_db + 10 * math.log10(copies), modulation) if ch.ber > 0 else 0.0
+    else:
+        t = (copies + 1) // 2
+        ber = sum(math.comb(copies, k) * ch.ber**k * (1 - ch.ber) ** (copies - k) for k in range(t, copies + 1))
+    return (1 - ch.loss**copies) * (1 - ber) ** (8 * (packet_bytes + CRC_BYTES))
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    model=st.sampled_from(["bsc", "awgn", "fading", "analog", "erasure"]),
+    snr_db=st.floats(-10.0, 15.0),
+    ber=st.floats(0.0, 0.4),
+    loss=st.floats(0.0, 0.95),
+    modulation=st.sampled_from(["bpsk", "qpsk", "16qam"]),
+    packet_bytes=st.integers(1, 2000),
+    seed=st.integers(0, 1000),
+)
+def test_auto_picks_the_smallest_repetition_meeting_the_target(model, snr_db, ber, loss, modulation, packet_bytes, seed):
+    params = LinkParams(model, snr_db=snr_db, ber=ber, loss=loss, modulation=modulation, packet_bytes=packet_bytes, protected_repetition="auto")
+    link = make_link(params)
+    ch = link.channel(derive_rng(seed, "auto"))  # for fading: the drawn state, known to the sender
+    copies = link.repetition(ch)
+    mod = {"awgn": modulation, "fading": modulation, "analog": "bpsk"}.get(model)
+    success = [independent_success(ch, mod, m, packet_bytes) for m in range(1, MAX_REPETITION + 1)]
+    event(f"{model}: {'1' if copies == 1 else '2-63' if copies < MAX_REPETITION else '64'} copies")
+    if any(s >= 0.9 * (1 + 1e-9) for s in success):
+        assert success[copies - 1] >= 0.9 * (1 - 1e-9)
+    else:
+        assert copies == MAX_REPETITION
+    assert all(s < 0.9 * (1 + 1e-9) for s in success[: copies - 1])  # every smaller repetition misses it
+    assert copies == choose_repetition(ch, packet_bytes)
+    t = link.transmit(build_payload([(50, True, "bytes"), (40, False, "bytes")], seed), derive_rng(seed, "auto"))
+    assert t.stats.protected_repetition == copies  # the same state, drawn first from the same generator
+
+
+@pytest.mark.parametrize("model", ["awgn", "analog"])
+def test_auto_delivers_at_0_db_where_uncoded_bpsk_fails(model):
+    rng = np.random.default_rng(7)
+    payload = Payload(
+        [
+            Segment("w", rng.integers(0, 256, 20_000, dtype=np.uint8).tobytes(), False, packed_format(8)),
+            Segment("w/q", rng.bytes(3000), True),
+        ]
+    )
+    runs = {}
+    for repetition in ("auto", 1):
+        link = make_link(LinkParams(model, snr_db=0.0, protected_repetition=repetition))  # 1 KB packets, 8 attempts
+        runs[repetition] = [link.transmit(payload, derive_rng(i, "zero dB")) for i in range(200)]
+    coded = runs["auto"]
+    assert sum(t.stats.delivered for t in coded) >= 199
+    n_prot = -(-payload.protected_nbytes // 1024)
+    for t in coded:
+        s = t.stats
+        assert s.protected_repetition == 9  # Q(sqrt(2 * 9)) = 1.1e-5: 0.91 of full packets through
+        assert s.coding_bytes == 8 * (payload.protected_nbytes + CRC_BYTES * n_prot)
+        if s.delivered:
+            assert t.received["w/q"] == payload["w/q"] and t.received.framing_nbytes == payload.framing_nbytes
+            assert s.bit_errors > 0  # the exposed data stays uncoded: BER 0.079
+    assert not any(t.stats.delivered for t in runs[1])
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    spec=st.lists(segment_strategy, min_size=1, max_size=4),
+    params=params_strategy,
+    repetition=st.one_of(st.just("auto"), st.integers(1, 6)),
+    seed=st.integers(0, 2**32),
+)
+def test_coded_accounting(spec, params, repetition, seed):
+    params = LinkParams(**{**params.__dict__, "protected_repetition": repetition})
+    payload = build_payload(spec, seed)
+    t = make_link(params).transmit(payload, derive_rng(seed, "coded"))
+    s = t.stats
+    r = s.protected_repetition
+    assert r == repetition or (repetition == "auto" and 1 <= r <= MAX_REPETITION)
+    n_prot = -(-payload.protected_nbytes // params.packet_bytes)
+    assert s.overhead_bytes == CRC_BYTES * n_prot
+    assert s.coding_bytes == (r - 1) * (payload.protected_nbytes + CRC_BYTES * n_prot)
+    assert s.bytes_sent == s.payload_bytes + s.overhead_bytes + s.coding_bytes + s.resent_bytes
+    assert s.bits_sent == 8 * s.bytes_sent and s.resent_bytes % r == 0
+    assert r * s.retransmissions <= s.resent_bytes <= r * (params.packet_bytes + CRC_BYTES) * s.retransmissions
+    assert s.airtime_s >= s.bits_sent / (params.bandwidth_mbps * 1e6) + params.latency_ms * 1e-3 - 1e-12
+    if s.delivered:
+        for sent, got in zip(payload.segments, t.received.segments):
+            assert not sent.protected or got == sent
+    else:
+        assert t.received is None and s.failure.startswith("protected packet ")
+
+
+# Statistics of the code before repetition coding existed (bytes_sent, resent_bytes,
+# retransmissions, bit_errors, packets_lost, delivered, airtime_s, received digest):
+# repetition 1 must draw and count exactly as it did.
+GOLDEN_PARAMS = {
+    "bsc": LinkParams("bsc", ber=2e-4, packet_bytes=256, max_attempts=4),
+    "awgn": LinkParams("awgn", snr_db=6.0, modulation="qpsk", packet_bytes=128, max_attempts=8),
+    "awgn16": LinkParams("awgn", snr_db=9.0, modulation="16qam", packet_bytes=64, max_attempts=8),
+    "erasure": LinkParams("erasure", loss=0.2, packet_bytes=100, max_attempts=5),
+    "fading": LinkParams("fading", snr_db=12.0, packet_bytes=200, max_attempts=6),
+    "analog": LinkParams("analog", snr_db=7.0, packet_bytes=100, max_attempts=10),
+    "ideal": LinkParams("ideal", packet_bytes=700),
+}
+GOLDEN = {
+    "bsc/0": (26122, 1040, 4, 40, 0, True, 0.0808976, "f379f00c2bbab821"),
+    "bsc/1": (26344, 1262, 5, 27, 0, True, 0.061075199999999996, "15cb4c9e5dea309e"),
+    "awgn/0": (40970, 15840, 120, 0, 0, False, 0.192776, None),
+    "awgn/1": (44004, 18874, 145, 0, 0, False, 0.1952032, None),
+    "awgn16/0": (42392, 17166, 253, 0, 0, False, 0.19391360000000002, None),
+    "awgn16/1": (40790, 15564, 230, 0, 0, False, 0.192632, None),
+    "erasure/0": (25990, 832, 8, 0, 45, True, 0.080792, "d852cd2d82bda59b"),
+    "erasure/1": (26302, 1144, 11, 0, 46, True, 0.10104160000000001, "e8bd89d15ed1bdd3"),
+    "fading/0": (25098, 0, 0, 0, 0, True, 0.0400784, "15354a4e2315dad3"),
+    "fading/1": (40588, 15490, 80, 0, 0, False, 0.1524704, None),
+    "analog/0": (27030, 1872, 18, 6524, 0, True, 0.101624, "d91a0573eb42e449"),
+    "analog/1": (28070, 2912, 28, 6512, 0, True, 0.142456, "694495bc5433b920"),
+    "ideal/0": (25054, 0, 0, 0, 0, True, 0.0400432, "15354a4e2315dad3"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(GOLDEN))
+def test_repetition_1_reproduces_the_uncoded_link(case):
+    rng = np.random.default_rng(5)
+    payload = Payload(
+        [
+            Segment("w", rng.integers(0, 256, 20000, dtype=np.uint8).tobytes(), False, packed_format(8)),
+            Segment("f", rng.standard_normal(500).astype("<f4").tobytes(), False, FORMAT_F32),
+            Segment("w/q", rng.bytes(3000), True),
+        ]
+    )
+    name, seed = case.split("/")
+    params = GOLDEN_PARAMS[name]
+    assert params.protected_repetition == 1  # the LinkParams default
+    t = make_link(params).transmit(payload, derive_rng(int(seed), "golden", name))
+    s = t.stats
+    digest = hashlib.sha256(t.received.to_bytes()).hexdigest()[:16] if t.received is not None else None
+    got = (s.bytes_sent, s.resent_bytes, s.retransmissions, s.bit_errors, s.packets_lost, s.delivered, s.airtime_s, digest)
+    assert got == GOLDEN[case]
+    assert s.coding_bytes == 0 and s.protected_repetition == 1
+
+
+def test_auto_choosing_one_copy_is_the_uncoded_link():
+    payload = packed_payload(exposed_bytes=50_000, protected_bytes=5000)
+    for params in (LinkParams("awgn", snr_db=12.0), LinkParams("bsc", ber=1e-7), LinkParams("fading", snr_db=30.0)):
+        auto = LinkParams(**{**params.__dict__, "protected_repetition": "auto"})
+        for seed in range(3):
+            a = make_link(auto).transmit(payload, derive_rng(seed, "one copy"))
+            b = make_link(params).transmit(payload, derive_rng(seed, "one copy"))
+            assert a.stats.protected_repetition == 1 and a.stats == b.stats and a.received == b.received
+
+
+def test_ideal_link_counts_a_fixed_repetition():
+    payload = packed_payload(exposed_bytes=10_000, protected_bytes=3000)
+    n_prot = -(-payload.protected_nbytes // 1000)
+    auto = make_link(LinkParams("ideal", packet_bytes=1000, protected_repetition="auto")).transmit(payload, derive_rng(0)).stats
+    assert auto.protected_repetition == 1 and auto.coding_bytes == 0
+    s = make_link(LinkParams("ideal", packet_bytes=1000, protected_repetition=3)).transmit(payload, derive_rng(0)).stats
+    assert s.protected_repetition == 3 and s.coding_bytes == 2 * (payload.protected_nbytes + CRC_BYTES * n_prot)
+    assert s.bytes_sent == auto.bytes_sent + s.coding_bytes and s.bits_sent == 8 * s.bytes_sent
+
+
+def test_failure_names_the_copies():
+    payload = packed_payload(exposed_bytes=100, protected_bytes=5000)
+    t = make_link(LinkParams("bsc", ber=0.2, packet_bytes=1024, max_attempts=2, protected_repetition=5)).transmit(payload, derive_rng(0))
+    assert t.stats.failure == "protected packet 0 not delivered after 2 attempts of 5 copies"
+
+
+@pytest.mark.parametrize("value", [0, 1.5, "x", True, -3])
+def test_repetition_validation(value):
+    with pytest.raises(ValueError, match=r"link protected_repetition: .* must be 'auto' or a whole number >= 1"):
+        LinkParams(protected_repetition=value)
+    assert LinkParams(protected_repetition=4.0).protected_repetition == 4
+
+
+# ---- the fleet's protected_repetition (config key and trace column) -------------------------
+
+
+def test_fleet_repetition_from_config_and_trace(tmp_path):
+    assert LinkConfig().protected_repetition == "auto"
+    fleet = Fleet.from_config(FleetConfig(devices=4, link=LinkConfig(protected_repetition=["auto", 3])), seed=0)
+    assert [d.link.protected_repetition for d in fleet] == ["auto", 3, "auto", 3]
+    path = fleet.to_csv(tmp_path / "devices.csv")
+    assert "protected_repetition" in path.read_text().splitlines()[0].split(",")
+    assert Fleet.from_csv(path) == fleet
+    trace = tmp_path / "trace.csv"
+    trace.write_text(
+        "device_id,snr_db,bandwidth_mbps,latency_ms,compute_factor,availability,protected_repetition\n"
+        "0,0,1,1,1,1,auto\n1,0,1,1,1,1,5\n2,0,1,1,1,1,\n"
+    )
+    reps = [d.link.protected_repetition for d in Fleet.from_csv(trace, defaults=LinkConfig(protected_repetition=2))]
+    assert reps == ["auto", 5, 2]
+    assert Fleet.from_csv(trace).device(2).link.protected_repetition == "auto"  # the config default
+
+
+@pytest.mark.parametrize(
+    "cell, message",
+    [
+        ("abc", "column protected_repetition: 'abc' is not a whole number or 'auto'"),
+        ("2.5", "column protected_repetition: '2.5' is not a whole number"),
+        ("0", "column protected_repetition: 0 must be 'auto' or a whole number >= 1"),
+    ],
+)
+def test_fleet_repetition_errors(tmp_path, cell, message):
+    trace = tmp_path / "trace.csv"
+    trace.write_text(f"device_id,snr_db,bandwidth_mbps,latency_ms,compute_factor,availability,protected_repetition\n0,0,1,1,1,1,{cell}\n")
+    with pytest.raises(FleetError) as info:
+        Fleet.from_csv(trace)
+    assert str(info.value) == f"{trace} line 2, {message}"
+    with pytest.raises(FleetError, match=r"^fleet\.link\.protected_repetition: device 1 has 0, must be 'auto' or a whole number >= 1$"):
+        Fleet.from_config(FleetConfig(devices=2, link=LinkConfig(protected_repetition=[2, 0])), seed=0)
