@@ -35,7 +35,9 @@ COLUMNS: tuple[str, ...] = (
     "bytes_down_payload",
     "bytes_down_protected",
     "bytes_down_overhead",
+    "bytes_down_coding",
     "bytes_down_resent",
+    "repetition_down",
     "bit_errors_down",
     "packets_lost_down",
     "resends_down",
@@ -57,7 +59,7 @@ COLUMNS: tuple[str, ...] = (
 )
 INT_COLUMNS = {
     "round", "bits", "device_id", "bytes_down", "bytes_down_payload", "bytes_down_protected",
-    "bytes_down_overhead", "bytes_down_resent", "bit_errors_down", "packets_lost_down", "resends_down",
+    "bytes_down_overhead", "bytes_down_coding", "bytes_down_resent", "repetition_down", "bit_errors_down", "packets_lost_down", "resends_down",
     "n_test", "bytes_up", "bytes_up_protected", "bit_errors_up",
 }
 BOOL_COLUMNS = {"delivered", "decode_ok"}
@@ -135,7 +137,9 @@ def downlink_fields(stats: Mapping, protected_bytes: int) -> dict:
         "bytes_down_payload": int(stats["payload_bytes"]),
         "bytes_down_protected": int(protected_bytes),
         "bytes_down_overhead": int(stats["overhead_bytes"]),
+        "bytes_down_coding": int(stats["coding_bytes"]),
         "bytes_down_resent": int(stats["resent_bytes"]),
+        "repetition_down": int(stats["protected_repetition"]),
         "bit_errors_down": int(stats["bit_errors"]),
         "packets_lost_down": int(stats["packets_lost"]),
         "resends_down": int(stats["retransmissions"]),
@@ -235,6 +239,9 @@ def read_metrics(run_dir: Path):
     if not path.exists() or path.stat().st_size == 0:
         return pd.DataFrame({c: [] for c in COLUMNS})
     frame = pd.read_csv(path, keep_default_na=False, na_values={c: ["", "nan"] for c in COLUMNS if c not in STR_COLUMNS})
+    for c in COLUMNS:  # a folder written before a column existed reads with that column empty
+        if c not in frame:
+            frame[c] = "" if c in STR_COLUMNS else None
     for c in INT_COLUMNS:
         frame[c] = frame[c].astype("Int64")
     for c in BOOL_COLUMNS:

@@ -38,7 +38,7 @@ def test_one_row_per_round_strategy_device(frame):
 
 
 def test_bytes_are_the_payload_plus_crc_plus_resends(tiny_run, frame):
-    """bytes_down = inspect's total_bytes + CRC overhead + resends, and the payload is what inspect reports."""
+    """bytes_down = inspect's total_bytes + CRC overhead + protected coding + resends; the payload is what inspect reports."""
     from strategies.registry import build
     from testbed.data import load_dataset
     from testbed.inspect import payload_report
@@ -57,7 +57,10 @@ def test_bytes_are_the_payload_plus_crc_plus_resends(tiny_run, frame):
         rows = sent[sent["strategy"] == label]
         assert (rows["bytes_down_payload"] == report["total_bytes"]).all()
         assert (rows["bytes_down_protected"] == report["protected_bytes"]).all()
-        assert (rows["bytes_down"] == rows["bytes_down_payload"] + rows["bytes_down_overhead"] + rows["bytes_down_resent"]).all()
+        assert (
+            rows["bytes_down"]
+            == rows["bytes_down_payload"] + rows["bytes_down_overhead"] + rows["bytes_down_coding"] + rows["bytes_down_resent"]
+        ).all()
         assert (rows["bytes_down_overhead"] > 0).all()
 
 

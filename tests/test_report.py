@@ -46,7 +46,7 @@ def run_dir(tmp_path_factory) -> Path:
 def _expected(metrics: pd.DataFrame, label: str) -> dict:
     """The report's definitions, recomputed here from metrics.csv alone."""
     rows = metrics[metrics["strategy"] == label]
-    failed = (~rows["delivered"]) | (~rows["decode_ok"]) | (rows["failure"].fillna("") != "")
+    failed = (~rows["delivered"]) | (~rows["decode_ok"]) | (rows["failure"].astype("string").fillna("") != "")
     ok = rows[~failed]
     per_device = ok.dropna(subset=["accuracy"]).groupby("device_id")["accuracy"].mean()
     up = rows["bytes_up"].fillna(0) if "bytes_up" in rows else 0
@@ -63,6 +63,7 @@ def _expected(metrics: pd.DataFrame, label: str) -> dict:
         "fleet_bytes": float((rows["bytes_down"] + up).sum()),
         "resends": int(rows["resends_down"].sum()),
         "resent_bytes": int(rows["bytes_down_resent"].sum()),
+        "coding_bytes": int(rows["bytes_down_coding"].sum()),
         "airtime_s": float(rows["airtime_down_s"].sum() + rows["airtime_up_s"].fillna(0).sum()),
         "accuracy_mean": float(per_device.mean()),
         "accuracy_p10": float(np.percentile(per_device.to_numpy(), 10)),
@@ -155,7 +156,8 @@ def test_report_page_in_headless_browser(run_dir, tmp_path):
 def _edited_copy(run_dir: Path, dest: Path) -> Path:
     """The real run with the hard cases put in: failed deliveries, no SNR, exact links."""
     shutil.copytree(run_dir, dest)
-    metrics = pd.read_csv(dest / "metrics.csv")
+    metrics = pd.read_csv(dest / "metrics.csv", dtype={"failure": str})
+    metrics["failure"] = metrics["failure"].fillna("")
     q8 = metrics["strategy"] == "q8"
     metrics.loc[q8, ["delivered", "decode_ok"]] = False
     metrics.loc[q8, "failure"] = "retries exhausted"

@@ -11,41 +11,14 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import yaml
+
+from testbed.metrics import BOOL_COLUMNS, COLUMNS, STR_COLUMNS, read_metrics
 
 
 class ReportError(ValueError):
     """A folder that cannot be reported; the message is one line naming it."""
-
-
-# Columns the report reads from metrics.csv, with their value when a run lacks them
-# (an older run, or broadcast mode without the uplink columns).
-_METRIC_DEFAULTS: dict[str, object] = {
-    "round": 0,
-    "strategy": "",
-    "strategy_kind": "",
-    "bits": np.nan,
-    "device_id": -1,
-    "snr_db": np.nan,
-    "bytes_down": 0,
-    "bytes_down_payload": 0,
-    "bytes_down_protected": 0,
-    "bytes_down_overhead": 0,
-    "bytes_down_resent": 0,
-    "resends_down": 0,
-    "airtime_down_s": 0.0,
-    "delivered": True,
-    "decode_ok": True,
-    "failure": "",
-    "recon_nmse_db": np.nan,
-    "recon_nmse_compression_db": np.nan,
-    "recon_nmse_channel_db": np.nan,
-    "accuracy": np.nan,
-    "bytes_up": 0,
-    "airtime_up_s": 0.0,
-}
 
 
 @dataclass
@@ -90,32 +63,16 @@ def _read_metrics(path: Path) -> pd.DataFrame:
     if not csv.exists():
         raise ReportError(f"{path}: no metrics.csv (not a run folder, or the run has not finished a round)")
     try:
-        frame = pd.read_csv(csv, keep_default_na=True)
-    except pd.errors.EmptyDataError:
-        frame = pd.DataFrame()
-    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+        frame = read_metrics(path)
+    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
         raise ReportError(f"{csv}: cannot parse ({exc})") from None
-    for column, default in _METRIC_DEFAULTS.items():
-        if column not in frame:
-            frame[column] = default
-    frame["strategy"] = frame["strategy"].astype(str)
-    frame["failure"] = frame["failure"].astype(object).where(frame["failure"].notna(), "").astype(str)
-    for column in ("delivered", "decode_ok"):
-        frame[column] = frame[column].map(_as_bool).astype(bool)
-    numeric = [c for c, d in _METRIC_DEFAULTS.items() if not isinstance(d, str) and not isinstance(d, bool)]
-    for column in numeric:
-        frame[column] = pd.to_numeric(frame[column], errors="coerce")
+    # Plain floats (NaN where empty) for the tables and plots.
+    for column in COLUMNS:
+        if column not in STR_COLUMNS and column not in BOOL_COLUMNS:
+            frame[column] = pd.to_numeric(frame[column], errors="coerce").astype(float)
     # A failed delivery is any row that did not end with a decoded model.
     frame["failed"] = ~frame["delivered"] | ~frame["decode_ok"] | (frame["failure"] != "")
     return frame
-
-
-def _as_bool(value) -> bool:
-    if isinstance(value, str):
-        return value.strip().lower() in ("true", "1", "yes")
-    if value is None or (isinstance(value, float) and np.isnan(value)):
-        return False
-    return bool(value)
 
 
 def _read_json(path: Path, default):

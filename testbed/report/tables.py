@@ -35,6 +35,7 @@ STRATEGY_COLUMNS: dict[str, str] = {
     "protected_share": "protected",
     "resends": "resends",
     "resent_bytes": "resent (B)",
+    "coding_bytes": "protection coding (B)",
     "fleet_bytes": "fleet bytes",
     "fleet_bytes_down": "fleet bytes down",
     "fleet_bytes_up": "fleet bytes up",
@@ -131,6 +132,7 @@ def strategy_row(run: RunData, strategy: str) -> dict:
         "protected_share": protected / payload_bytes if payload_bytes else math.nan,
         "resends": int(rows["resends_down"].fillna(0).sum()),
         "resent_bytes": int(rows["bytes_down_resent"].fillna(0).sum()),
+        "coding_bytes": int(rows["bytes_down_coding"].fillna(0).sum()),
         "fleet_bytes": down + up,
         "fleet_bytes_down": down,
         "fleet_bytes_up": up,
@@ -219,7 +221,7 @@ def format_cell(column: str, value) -> str:
         return "n/a" if column not in ("bits",) else "-"
     if column.endswith("_db"):
         return format_db(value)
-    if column in ("payload_bytes", "bytes_per_device_round", "fleet_bytes", "fleet_bytes_down", "fleet_bytes_up", "resent_bytes"):
+    if column in ("payload_bytes", "bytes_per_device_round", "fleet_bytes", "fleet_bytes_down", "fleet_bytes_up", "resent_bytes", "coding_bytes"):
         return format_bytes(value)
     if column.endswith("ratio"):
         return f"{value:.2f}x"
