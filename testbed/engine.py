@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import warnings
 
 from testbed.config import EngineConfig
@@ -33,14 +34,43 @@ def backend_config(engine: EngineConfig, ray_address: str | None = None) -> dict
     else:
         init_args["num_cpus"] = engine.num_workers or machine_cpus()
         init_args["num_gpus"] = 0
-    # Devices are emulated on CPU (engine.device applies to central training only).
+    # Devices are emulated on CPU: one CPU per worker, so the pool is the machine (or cluster) size.
     return {"init_args": init_args, "client_resources": {"num_cpus": 1, "num_gpus": 0.0}}
+
+
+def replace_dead_actors() -> None:
+    """Make Flower's Ray actor pool replace an actor whose worker died, instead of reusing it.
+
+    Flower 1.42's pool hands an actor back after any failed message, even when
+    its worker process is gone, so every later message given to it fails too
+    and one lost worker would lose a share of every following round. Here the
+    dead actor is dropped and a fresh one takes its place. The pool is only
+    told about the future, so the failure is read from the exception being
+    handled by its caller (``RayBackend.process_message``'s except block).
+    """
+    import ray
+    from flwr.simulation.ray_transport.ray_actor import BasicActorPool
+
+    original = BasicActorPool.add_actor_back_to_pool
+    if getattr(original, "replaces_dead_actors", False):
+        return
+
+    def add_actor_back_to_pool(self, future) -> None:
+        if isinstance(sys.exc_info()[1], ray.exceptions.RayActorError):
+            self._future_to_actor.pop(future, None)
+            self.pool.append(self.create_actor_fn())
+            return
+        original(self, future)
+
+    add_actor_back_to_pool.replaces_dead_actors = True
+    BasicActorPool.add_actor_back_to_pool = add_actor_back_to_pool
 
 
 def run_simulation_fleet(server_app, client_app, num_nodes: int, engine: EngineConfig, ray_address: str | None = None) -> None:
     """Run ``server_app`` against ``num_nodes`` virtual nodes running ``client_app``; return when it ends."""
     from flwr.simulation import run_simulation
 
+    replace_dead_actors()
     # Ray workers inherit the environment: one thread each (reproducible and fastest on CPU).
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     flwr_logger = logging.getLogger("flwr")

@@ -44,6 +44,8 @@ FEDERATED = "train.federated"
 # Devices whose ClientApp work raises on purpose (comma-separated ids): a fault
 # injection hook for resilience tests and demos; unset in normal runs.
 FAIL_DEVICES_ENV = "TESTBED_FAIL_DEVICES"
+# Devices whose worker process dies on the spot (os._exit), as a lost Ray worker would.
+KILL_DEVICES_ENV = "TESTBED_KILL_DEVICES"
 
 
 # ---- what a node rebuilds from the config, once per process -----------------------------
@@ -199,8 +201,8 @@ def round_content(
 # ---- the ClientApp ---------------------------------------------------------------------
 
 
-def _failing_devices() -> set[int]:
-    raw = os.environ.get(FAIL_DEVICES_ENV, "").strip()
+def _devices_from_env(name: str) -> set[int]:
+    raw = os.environ.get(name, "").strip()
     return {int(x) for x in raw.split(",") if x.strip()} if raw else set()
 
 
@@ -212,7 +214,8 @@ def run_cohort(content: RecordDict, federated: bool) -> tuple[list[dict], dict[s
     labels = list(job["labels"])
     refs: dict[int, dict] = {}
     payload_bytes = content["payloads"]
-    fail = _failing_devices()
+    fail = _devices_from_env(FAIL_DEVICES_ENV)
+    kill = _devices_from_env(KILL_DEVICES_ENV)
     rows: list[dict] = []
     uplinks: dict[str, bytes] = {}
     for i, label in enumerate(labels):
@@ -228,6 +231,8 @@ def run_cohort(content: RecordDict, federated: bool) -> tuple[list[dict], dict[s
             device_id = int(device_id)
             row = metrics.empty_row(round_, label, strategy.name, strategy.bits, device_id, world.link_model(device_id))
             try:
+                if device_id in kill:
+                    os._exit(17)
                 if device_id in fail:
                     raise RuntimeError(f"injected failure ({FAIL_DEVICES_ENV})")
                 up = run_device(world, label, payload, clean, reference, power, round_, device_id, row, federated)

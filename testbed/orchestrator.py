@@ -216,14 +216,23 @@ class Experiment:
         pending = dict(zip(ids, cohorts))
         rows: list[dict] = []
         uplinks: dict[str, bytes] = {}
+        deadline = time.monotonic() + cfg.engine.round_timeout_s
         while pending:
+            if time.monotonic() > deadline:
+                for cohort in pending.values():
+                    reason = f"node lost: no reply within {cfg.engine.round_timeout_s:g} s"
+                    self.log(f"round {round_}: devices {cohort}: {reason}")
+                    got = self._failed(round_, cohort, reason)
+                    rows.extend(got)
+                    bar.advance(len(cohort), got)
+                break
             replies = list(grid.pull_messages(set(pending)))
             for reply in replies:
                 cohort = pending.pop(reply.metadata.reply_to_message_id, None)
                 if cohort is None:
                     continue
                 if reply.has_error():
-                    reason = f"node error: {reply.error.reason}"
+                    reason = "node error: " + " ".join(str(reply.error.reason).split())[:300]  # one line
                     self.log(f"round {round_}: devices {cohort}: {reason}")
                     got = self._failed(round_, cohort, reason)
                 else:
