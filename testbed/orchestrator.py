@@ -444,26 +444,31 @@ class _Progress:
 
 
 def print_summary(summary: dict, out_dir: Path) -> None:
-    """The table that ends a run."""
+    """The table that ends a run (narrow enough for an 80-column terminal)."""
+    from rich import box
     from rich.table import Table
 
-    table = Table(title=f"{summary['name']}: {summary['rounds_done']}/{summary['rounds']} rounds, {summary['wall_s']:.1f} s")
-    for column in ("strategy", "kind", "bits", "payload bytes", "model ratio", "central acc", "fleet acc mean",
-                   "acc p10", "MB down", "failed"):
-        table.add_column(column, justify="left" if column in ("strategy", "kind") else "right")
+    title = f"{summary['name']}: {summary['rounds_done']}/{summary['rounds']} rounds, {summary['wall_s']:.1f} s"
+    table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False)
+    labels = list(summary["strategies"])
+    table.add_column("strategy", no_wrap=True, min_width=max(len(label) for label in labels))
+    for column in ("bits", "bytes", "ratio", "acc\ncentral", "acc\nmean", "acc\np10", "MB\ndown", "failed"):
+        table.add_column(column, justify="right", no_wrap=True)
 
     def fmt(value, spec):
         return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else format(value, spec)
 
     for label, s in summary["strategies"].items():
         table.add_row(
-            label, s["strategy"], "-" if s["bits"] is None else str(s["bits"]), str(s["payload_bytes"]),
-            fmt(s["model_ratio"], ".2f"), fmt(s["central_accuracy"], ".4f"), fmt(s["accuracy_mean"], ".4f"),
-            fmt(s["accuracy_p10"], ".4f"), f"{s['bytes_down_total'] / 1e6:.2f}", str(s["failed"]),
+            label, "-" if s["bits"] is None else str(s["bits"]), f"{s['payload_bytes']:,}",
+            fmt(s["model_ratio"], ".2f"), fmt(s["central_accuracy"], ".3f"), fmt(s["accuracy_mean"], ".3f"),
+            fmt(s["accuracy_p10"], ".3f"), f"{s['bytes_down_total'] / 1e6:.2f}", str(s["failed"]),
         )
     console = _console()
     console.print(table)
-    console.print(f"run folder: {out_dir}")
+    console.print("acc: accuracy on the devices' local test splits (central: the server's model on the full "
+                  "test set); ratio: against float32")
+    console.print(f"run folder: {out_dir} (report.html, metrics.csv)")
 
 
 # ---- the entry point ---------------------------------------------------------------------

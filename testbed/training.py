@@ -144,6 +144,7 @@ class _Bar:
     """A rich progress bar fed by the training loop's progress callback."""
 
     def __init__(self, description: str):
+        from rich.markup import escape
         from rich.progress import (
             BarColumn,
             MofNCompleteColumn,
@@ -161,7 +162,7 @@ class _Bar:
             TimeElapsedColumn(),
             TimeRemainingColumn(),
         )
-        self.description = description
+        self.description = escape(description)  # "[plain]" is text, not rich markup
         self.task = None
 
     def __enter__(self):
