@@ -83,7 +83,30 @@ class Strategy(ABC):
         return f"{self.name}({opts})"
 
 
+class PlainStrategy(Strategy):
+    """A strategy with no structure stage: every tensor goes through the value coding as it is."""
+
+    def encode(self, state: State) -> Payload:
+        coding = self.coding
+        return Payload([seg for name, t in state.items() for seg in encode_plain(name, t, coding)])
+
+    def decode(self, payload: Payload, template: State) -> dict[str, torch.Tensor]:
+        check_names(payload, set(template))
+        coding = self.coding
+        return {name: decode_plain(payload, name, like, coding) for name, like in template.items()}
+
+
 # ---- shared tensor coding -----------------------------------------------------
+
+
+def is_conv_kernel(tensor: torch.Tensor) -> bool:
+    """A conv kernel the structure stages apply to: float [C_out, C_in, k, k] with k > 1."""
+    return (
+        tensor.dtype.is_floating_point
+        and tensor.dim() == 4
+        and tensor.shape[2] == tensor.shape[3]
+        and tensor.shape[2] > 1
+    )
 
 
 def is_float(t: torch.Tensor) -> bool:

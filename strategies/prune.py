@@ -34,8 +34,9 @@ import torch
 from pydantic import ConfigDict, Field, model_validator
 
 from strategies.base import State, Strategy, StrategyOptions, check_names, decode_plain, encode_plain
-from strategies.symmetry import Group, is_conv_kernel
-from strategies.values import ValueCoding, decode_values, encode_values
+from strategies.base import is_conv_kernel
+from strategies.symmetry import Group
+from strategies.values import decode_values, encode_values
 from testbed import bitpack
 from testbed.payload import FORMAT_BYTES, Payload, PayloadError, Segment
 from testbed.symmetry import symmetry_group
@@ -92,11 +93,6 @@ class PruneStrategy(Strategy):
     name = "prune"
     description = "Pruning baseline: keep a fraction of conv weights (magnitude or random) plus their positions."
     Options = PruneOptions
-
-    @property
-    def coding(self) -> ValueCoding:
-        o = self.options
-        return ValueCoding(bits=o.bits, dtype=o.dtype, per_channel=o.per_channel, entropy=o.entropy)
 
     # ---- what is kept ----------------------------------------------------------
     def keep_fraction(self, k: int) -> float:

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from pydantic import ConfigDict
 
-from strategies.base import State, Strategy, StrategyOptions, check_names, decode_plain, encode_plain
+from strategies.base import State, Strategy, StrategyOptions, check_names, decode_plain, encode_plain, is_conv_kernel
 from strategies.values import decode_values, encode_values
 from testbed.payload import Payload
 from testbed.symmetry import GROUPS, symmetry_group
@@ -42,16 +42,6 @@ class SymmetryOptions(StrategyOptions):
     model_config = ConfigDict(extra="forbid", frozen=True)
     group: Group = "central_skew"
     mode: Mode = "dof"
-
-
-def is_conv_kernel(tensor: torch.Tensor) -> bool:
-    """A tensor the symmetry applies to: float [C_out, C_in, k, k] with k > 1."""
-    return (
-        tensor.dtype.is_floating_point
-        and tensor.dim() == 4
-        and tensor.shape[2] == tensor.shape[3]
-        and tensor.shape[2] > 1
-    )
 
 
 class SymmetryStrategy(Strategy):

@@ -177,6 +177,17 @@ class ExperimentConfig(Section):
 
 # ---- loading -----------------------------------------------------------------------
 
+DEFAULT_CONFIG = "configs/quickstart.yaml"
+
+
+def default_config_path() -> Path:
+    """The quickstart config: configs/quickstart.yaml of the working directory, else of the project checkout."""
+    local = Path(DEFAULT_CONFIG)
+    if local.exists():
+        return local
+    return Path(__file__).resolve().parents[1] / DEFAULT_CONFIG
+
+
 
 def _set_path(tree: dict, dotted: str, value: Any) -> None:
     keys = dotted.split(".")

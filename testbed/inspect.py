@@ -17,12 +17,8 @@ from collections.abc import Mapping
 
 import torch
 
-from strategies.base import Strategy, tensor_of_segment
+from strategies.base import Strategy, is_conv_kernel, tensor_of_segment
 from testbed.payload import Payload
-
-
-def is_conv_kernel(tensor: torch.Tensor) -> bool:
-    return tensor.dim() == 4 and tensor.shape[-1] > 1 and tensor.shape[-2] > 1
 
 
 def _module_of(tensor_name: str) -> str:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import yaml
 
-DEFAULT_CONFIG = "configs/quickstart.yaml"
+from testbed.config import DEFAULT_CONFIG, default_config_path
 
 
 def add_parser(subparsers) -> None:
@@ -51,13 +51,6 @@ def parse_strategy_arg(text: str) -> dict:
         spec[key.strip()] = yaml.safe_load(value)
     return spec
 
-
-def default_config_path() -> Path:
-    """configs/quickstart.yaml of the working directory, else of the project checkout."""
-    local = Path(DEFAULT_CONFIG)
-    if local.exists():
-        return local
-    return Path(__file__).resolve().parents[2] / DEFAULT_CONFIG
 
 
 def strategy_models(config, specs: dict[str, dict], trained: bool):

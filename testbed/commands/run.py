@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-DEFAULT_CONFIG = "configs/quickstart.yaml"
+from testbed.config import DEFAULT_CONFIG, default_config_path
 
 
 def add_parser(subparsers) -> None:
@@ -25,13 +25,6 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress display or summary table")
     parser.set_defaults(handler=handle)
 
-
-def default_config_path() -> Path:
-    """configs/quickstart.yaml of the working directory, else of the project checkout."""
-    local = Path(DEFAULT_CONFIG)
-    if local.exists():
-        return local
-    return Path(__file__).resolve().parents[2] / DEFAULT_CONFIG
 
 
 def handle(args) -> int:
