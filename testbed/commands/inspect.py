@@ -107,19 +107,28 @@ def handle(args) -> int:
     return 0
 
 
+def _shape(shape: list[int] | None) -> str:
+    if shape is None:
+        return "-"  # side information not carried under a tensor's name
+    return "x".join(map(str, shape)) if shape else "scalar"
+
+
 def _ratio(value) -> str:
     return f"{value:.2f}x" if value else "-"
 
 
 def print_reports(reports: list[dict], config, trained: bool, summary_only: bool) -> None:
+    from rich import box
     from rich.console import Console
     from rich.table import Table
 
     console = Console()
     weights = "trained central models" if trained else f"freshly initialised weights (seed {config.seed})"
     console.print(f"[bold]{config.model.arch}[/] for {config.data.dataset}, {weights}")
-    summary = Table("strategy", "kind", "bits", "total bytes", "protected", "model ratio", "conv ratio",
-                    title="payloads (ratios against float32)")
+    summary = Table(title="payloads (ratios against float32)", box=box.SIMPLE_HEAD, pad_edge=False)
+    summary.add_column("strategy", min_width=min(24, max(len(r["label"]) for r in reports)))
+    for column in ("kind", "bits", "total\nbytes", "protected\nbytes", "model\nratio", "conv\nratio"):
+        summary.add_column(column, justify="left" if column == "kind" else "right", no_wrap=True)
     for r in reports:
         summary.add_row(r["label"], r["strategy"], str(r["bits"] or "-"), f"{r['total_bytes']:,}",
                         f"{r['protected_bytes']:,}", _ratio(r["model_ratio"]), _ratio(r["conv_ratio"]))
@@ -132,5 +141,5 @@ def print_reports(reports: list[dict], config, trained: bool, summary_only: bool
             segments.add_row(s["name"], f"{s['bytes']:,}", "yes" if s["protected"] else "no")
         tensors = Table("tensor", "shape", "bytes", title=f"{r['label']}: tensors")
         for t in r["tensors"]:
-            tensors.add_row(t["name"], "x".join(map(str, t["shape"])) if t["shape"] else "-", f"{t['bytes']:,}")
+            tensors.add_row(t["name"], _shape(t["shape"]), f"{t['bytes']:,}")
         console.print(segments, tensors)
