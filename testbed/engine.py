@@ -10,10 +10,19 @@ torch to one thread, so metrics do not depend on how many workers there are.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import shutil
+import signal
+import socket
+import subprocess
 import sys
+import tempfile
+import time
 import warnings
+from collections.abc import Iterator
+from pathlib import Path
 
 from testbed.config import EngineConfig
 
@@ -36,6 +45,50 @@ def backend_config(engine: EngineConfig, ray_address: str | None = None) -> dict
         init_args["num_gpus"] = 0
     # Devices are emulated on CPU: one CPU per worker, so the pool is the machine (or cluster) size.
     return {"init_args": init_args, "client_resources": {"num_cpus": 1, "num_gpus": 0.0}}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def local_ray_head(num_cpus: int | None = None, start_timeout_s: float = 60.0) -> Iterator[str]:
+    """A one-node Ray cluster on loopback for the duration of the block; yields its address.
+
+    Several runs (the points of a sweep) attach to it by address instead of each
+    starting and stopping Ray. Only this head is stopped at the end (never `ray
+    stop`, which would stop every Ray on the machine).
+    """
+    port = _free_port()
+    temp_dir = tempfile.mkdtemp(prefix="testbed-ray-")
+    ray_bin = Path(sys.executable).with_name("ray")
+    proc = subprocess.Popen(
+        [str(ray_bin), "start", "--head", "--block", f"--port={port}", "--node-ip-address=127.0.0.1",
+         f"--num-cpus={num_cpus or machine_cpus()}", "--num-gpus=0", "--include-dashboard=false",
+         f"--temp-dir={temp_dir}", "--disable-usage-stats"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    try:
+        deadline = time.monotonic() + start_timeout_s
+        while True:
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"could not start a local Ray head (ray start --head --port={port})")
+            time.sleep(0.5)
+        yield f"127.0.0.1:{port}"
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 def replace_dead_actors() -> None:

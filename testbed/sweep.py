@@ -18,6 +18,7 @@ within a point, across devices). At the end the sweep writes ``OUT/report.html``
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import itertools
 import json
@@ -160,6 +161,7 @@ def run_sweep(
     config_path: str | Path | None = None,
 ) -> Path:
     """Run every point not yet done, then write OUT/report.html and OUT/sweep.csv; returns the report."""
+    from testbed.engine import local_ray_head
     from testbed.orchestrator import run_experiment
     from testbed.report import strategy_table, write_report
     from testbed.report.runs import load_runs
@@ -171,6 +173,7 @@ def run_sweep(
     (out_dir / "sweep.json").write_text(
         json.dumps([{"name": p.name, "label": p.label, "values": p.values} for p in points], indent=2) + "\n"
     )
+    todo = []
     for index, point in enumerate(points, 1):
         point_dir = out_dir / "points" / point.name
         state = point_state(point_dir, point.config)
@@ -178,16 +181,20 @@ def run_sweep(
         log.info("sweep point %d/%d %s: %s", index, len(points), point.name, what)
         if progress:
             print(f"sweep point {index}/{len(points)} {point.label}: {what}", flush=True)
-        if state == "done":
-            continue
-        run_experiment(
-            point.config,
-            point_dir,
-            resume=state == "partial",
-            ray_address=ray_address,
-            progress=progress,
-            config_path=config_path,
-        )
+        if state != "done":
+            todo.append((point, point_dir, state))
+    # One Ray for every point: attach to the given cluster, else start a local head once.
+    address = ray_address or config.engine.ray_address
+    with contextlib.nullcontext(address) if address or not todo else local_ray_head(config.engine.num_workers) as address:
+        for point, point_dir, state in todo:
+            run_experiment(
+                point.config,
+                point_dir,
+                resume=state == "partial",
+                ray_address=address,
+                progress=progress,
+                config_path=config_path,
+            )
     point_dirs = [out_dir / "points" / p.name for p in points]
     labels = [p.label for p in points]
     report = write_report(point_dirs, out_dir / "report.html", labels=labels)
