@@ -266,7 +266,6 @@ def _finite(values: list[float]) -> list[float]:
 def round_summary(round_: int, label: str, rows: list[dict]) -> dict:
     """One rounds.csv row from the device rows of one (round, strategy)."""
     acc = _finite([r["accuracy"] for r in rows])
-    nmse = [r["recon_nmse_db"] for r in rows if r["recon_nmse_db"] is not None and not math.isnan(r["recon_nmse_db"])]
     return {
         "round": round_,
         "strategy": label,
@@ -278,7 +277,7 @@ def round_summary(round_: int, label: str, rows: list[dict]) -> dict:
         "accuracy_mean": float(np.mean(acc)) if acc else math.nan,
         "accuracy_p10": float(np.percentile(acc, 10)) if acc else math.nan,
         "accuracy_min": float(min(acc)) if acc else math.nan,
-        "recon_nmse_db_mean": float(np.mean(nmse)) if nmse else math.nan,
+        "recon_nmse_db_mean": power_mean_db(r["recon_nmse_db"] for r in rows),
     }
 
 
@@ -306,10 +305,30 @@ def _dist_version(name: str) -> str:
     return version(name)
 
 
-def strategy_totals(frame, label: str) -> dict:
-    """Fleet-level figures of one strategy over all rounds, from the metrics frame."""
+def power_mean_db(values) -> float:
+    """Mean of dB values taken on the linear scale; -inf (exact) counts as zero, NaN is ignored."""
+    array = np.asarray([v for v in values if v is not None], dtype=float)
+    array = array[~np.isnan(array)]
+    if array.size == 0:
+        return math.nan
+    linear = np.power(10.0, array / 10.0).mean()
+    return float(10.0 * np.log10(linear)) if linear > 0 else -math.inf
+
+
+def device_accuracies(frame, label: str, mode: str):
+    """device_id -> the device's accuracy for a strategy: its mean over rounds (broadcast, where
+    every round measures the same model) or its last round (federated, where the model changes).
+    Rows without an accuracy (failed deliveries) are left out."""
+    rows = frame[(frame["strategy"] == label) & frame["accuracy"].notna()]
+    if mode == "federated" and len(rows):
+        rows = rows[rows["round"] == rows["round"].max()]
+    return rows.groupby("device_id")["accuracy"].mean().astype(float)
+
+
+def strategy_totals(frame, label: str, mode: str) -> dict:
+    """Fleet-level figures of one strategy over all rounds: accuracy statistics across devices."""
     sub = frame[frame["strategy"] == label]
-    acc = sub["accuracy"].dropna().to_numpy(dtype=float)
+    acc = device_accuracies(frame, label, mode).to_numpy(dtype=float)
     return {
         "accuracy_mean": float(acc.mean()) if acc.size else None,
         "accuracy_p10": float(np.percentile(acc, 10)) if acc.size else None,

@@ -350,7 +350,7 @@ class Experiment:
                 "model_ratio": report["model_ratio"],
                 "conv_ratio": report["conv_ratio"],
                 "central_accuracy": float(central_acc),
-                **metrics.strategy_totals(frame, label),
+                **metrics.strategy_totals(frame, label, self.config.mode),
             }
         summary = {
             "name": self.config.name,

@@ -7,6 +7,7 @@ import math
 import subprocess
 import sys
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -124,7 +125,10 @@ def test_summary_matches_the_rows(tiny_run, frame):
     for label, s in summary["strategies"].items():
         rows = frame[frame["strategy"] == label]
         assert s["bytes_down_total"] == int(rows["bytes_down"].fillna(0).sum())
-        assert s["accuracy_mean"] == pytest.approx(rows["accuracy"].dropna().mean())
+        per_device = rows.dropna(subset=["accuracy"]).groupby("device_id")["accuracy"].mean()
+        assert s["accuracy_mean"] == pytest.approx(per_device.mean())
+        assert s["accuracy_p10"] == pytest.approx(float(np.percentile(per_device.to_numpy(dtype=float), 10)))
+        assert s["accuracy_min"] == pytest.approx(per_device.min())
         assert 0 <= s["central_accuracy"] <= 1
 
 

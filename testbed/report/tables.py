@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import pandas as pd
 
+from testbed.metrics import device_accuracies, power_mean_db  # noqa: F401 (power_mean_db: used by scripts)
 from testbed.report.runs import RunData
 
 # Strategy-table columns, in order, with the header the Markdown and HTML tables show.
@@ -71,24 +71,9 @@ ROUND_COLUMNS = [
 ]
 
 
-def power_mean_db(values: pd.Series) -> float:
-    """Mean of dB values taken on the linear scale; -inf means zero, NaN rows are ignored."""
-    values = pd.to_numeric(values, errors="coerce").dropna()
-    if values.empty:
-        return math.nan
-    linear = np.power(10.0, values.to_numpy(dtype=float) / 10.0).mean()
-    return float(10.0 * np.log10(linear)) if linear > 0 else -math.inf
-
-
 def device_accuracy(run: RunData, strategy: str) -> pd.Series:
-    """device_id -> that device's accuracy (see the module docstring), failed rows left out."""
-    rows = run.metrics[(run.metrics["strategy"] == strategy) & ~run.metrics["failed"]]
-    rows = rows[rows["accuracy"].notna()]
-    if rows.empty:
-        return pd.Series(dtype=float)
-    if run.mode == "federated":
-        rows = rows[rows["round"] == rows["round"].max()]
-    return rows.groupby("device_id")["accuracy"].mean()
+    """device_id -> that device's accuracy (the definition summary.json uses too)."""
+    return device_accuracies(run.metrics[~run.metrics["failed"]], strategy, run.mode)
 
 
 def _quantiles(values: pd.Series) -> tuple[float, float, float]:
