@@ -62,6 +62,9 @@ def encode_values(name: str, values: np.ndarray, coding: ValueCoding, rows: int 
             return [Segment(name, flat.astype("<f2").tobytes(), False, FORMAT_F16)]
         return [Segment(name, flat.astype("<f4").tobytes(), False, FORMAT_F32)]
     rows = rows if coding.per_channel and flat.size else 1
+    if not np.isfinite(flat).all():
+        # A quantiser has no code for NaN or infinity: refuse rather than send garbage.
+        raise ValueError(f"{name}: cannot quantise non-finite values (NaN or infinity)")
     codes, lo, scale = quantise(flat.reshape(rows, -1), coding.bits)
     side = np.stack([lo, scale], axis=1).astype("<f4").tobytes()
     packed = bitpack.pack(codes, coding.bits)

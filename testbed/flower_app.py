@@ -22,6 +22,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import logging
 import math
 import os
 import threading
@@ -131,6 +132,9 @@ def node_world(config_text: str, base_dir: str | None = None) -> NodeWorld:
     if not _threads_set:
         # Metrics must not depend on thread scheduling; one thread per worker is also fastest here.
         torch.set_num_threads(1)
+        # Flower's worker-side notices ("Manually terminating ClientAppActor" at every shutdown)
+        # drown the run's own output; device errors are recorded in the metrics rows instead.
+        logging.getLogger("flwr").setLevel(logging.ERROR)
         _threads_set = True
     key = config_sha(config_text)
     with _world_lock:

@@ -286,6 +286,10 @@ class Experiment:
                 except PayloadError as exc:
                     row["failure"] = f"uplink decode: {exc}"
                     continue
+                if not all(bool(torch.isfinite(t).all()) for t in delta.values()):
+                    # One NaN would poison the global model of every later round.
+                    row["failure"] = "uplink update not finite: left out of the aggregate"
+                    continue
                 w = float(row.get("_n_train") or 1)
                 for k in total:
                     total[k] += w * delta[k].double()

@@ -143,3 +143,22 @@ def test_bad_config_is_one_line_naming_key_and_file(tmp_path):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "roundz" in lines[0] and str(bad) in lines[0], result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_federated_aggregate_leaves_out_updates_that_are_not_finite():
+    import torch
+
+    from strategies.registry import build
+    from testbed.orchestrator import Experiment
+
+    experiment = Experiment.__new__(Experiment)  # only the aggregation's state, no run folder
+    experiment.labels = ["a"]
+    experiment.strategies = {"a": build({"strategy": "raw"})}
+    experiment.uplink = build({"strategy": "raw"})
+    experiment.states = {"a": {"w": torch.zeros(3)}}
+    good = experiment.uplink.encode({"w": torch.ones(3)}).to_bytes()
+    bad = experiment.uplink.encode({"w": torch.tensor([float("nan"), 1.0, 1.0])}).to_bytes()
+    rows = [{"strategy": "a", "device_id": d, "_n_train": 10, "failure": ""} for d in (0, 1)]
+    experiment._aggregate(1, rows, {"a/0": good, "a/1": bad})
+    assert torch.equal(experiment.states["a"]["w"], torch.ones(3))
+    assert rows[0]["failure"] == "" and rows[1]["failure"].startswith("uplink update not finite")

@@ -442,3 +442,11 @@ def test_every_registered_strategy_round_trips_near_exactly(name: str) -> None:
     for key, tensor in expected.items():
         scale = float(tensor.abs().max()) if tensor.dtype.is_floating_point and tensor.numel() else 1.0
         torch.testing.assert_close(decoded[key], tensor, atol=1e-4 * max(scale, 1e-3), rtol=0, msg=key)
+
+
+def test_quantising_non_finite_values_is_refused_naming_the_tensor() -> None:
+    state = {"layer.weight": torch.tensor([[1.0, float("nan")], [0.0, 2.0]])}
+    with pytest.raises(ValueError, match="layer.weight: cannot quantise non-finite"):
+        build({"strategy": "quantise", "bits": 8}).encode(state)
+    # Raw floats carry NaN as a value.
+    assert build({"strategy": "raw"}).encode(state).nbytes > 0
