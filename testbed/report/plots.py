@@ -222,13 +222,14 @@ def accuracy_spread(series: list[Series]):
             patch.set_facecolor(series[i].color)
             patch.set_alpha(0.45)
     rng = np.random.default_rng(0)  # jitter only; fixed so the page is reproducible
+    raster = sum(d.size for d in data) > RASTERISE_ABOVE
     for i, (s, d) in enumerate(zip(series, data)):
         if d.size == 0:
             ax.text(positions[i], 0.5, "no data", ha="center", va="center", rotation=90, fontsize=8,
                     transform=ax.get_xaxis_transform())
         elif d.size <= 300:
             ax.scatter(positions[i] + rng.uniform(-0.18, 0.18, d.size), d, s=9, color=s.color, marker=s.marker,
-                       alpha=0.7, linewidths=0, zorder=3)
+                       alpha=0.7, linewidths=0, zorder=3, rasterized=raster)
     ax.set_xticks(positions)
     ax.set_xticklabels([s.label for s in series], rotation=30 if len(series) > 4 else 0, ha="right" if len(series) > 4 else "center")
     ax.set_xlim(0.4, len(series) + 0.6)
