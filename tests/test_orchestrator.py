@@ -129,7 +129,11 @@ def test_summary_matches_the_rows(tiny_run, frame):
         assert s["accuracy_mean"] == pytest.approx(per_device.mean())
         assert s["accuracy_p10"] == pytest.approx(float(np.percentile(per_device.to_numpy(dtype=float), 10)))
         assert s["accuracy_min"] == pytest.approx(per_device.min())
-        assert 0 <= s["central_accuracy"] <= 1
+        assert 0 <= s["central_accuracy"] <= 1 and 0 <= s["clean_accuracy"] <= 1
+    # fp32 is lossless, so an ideal link delivers exactly the server's model; q8 is close to it.
+    fp32, q8 = summary["strategies"]["fp32"], summary["strategies"]["q8"]
+    assert fp32["clean_accuracy"] == fp32["central_accuracy"]
+    assert abs(q8["clean_accuracy"] - q8["central_accuracy"]) < 0.05
 
 
 def test_bad_config_is_one_line_naming_key_and_file(tmp_path):
