@@ -37,6 +37,7 @@ from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
 
 from testbed import metrics
+from strategies.base import is_conv_kernel
 from testbed.payload import Payload, PayloadError
 from testbed.rng import derive_rng, derive_seed
 
@@ -283,6 +284,10 @@ def run_device(world, label, payload, clean, reference, power, round_, device_id
     if clean is not None and power:
         row["recon_nmse_compression_db"] = metrics.to_db(metrics.squared_error(clean, reference) / power)
         row["recon_nmse_channel_db"] = metrics.to_db(metrics.squared_error(received, clean) / power)
+    # Conv kernels alone: what the symmetry codecs act on (BatchNorm statistics dominate the whole-model power).
+    kernels = {name: t for name, t in reference.items() if is_conv_kernel(t)}
+    if kernels:
+        row["recon_nmse_conv_db"] = metrics.nmse_db(received, kernels)
     split = world.split(device_id)
     x, y = world.dataset.test_x[split.test_idx], world.dataset.test_y[split.test_idx]
     accuracy, loss = evaluate(model, x, y)

@@ -48,6 +48,7 @@ COLUMNS: tuple[str, ...] = (
     "recon_nmse_db",
     "recon_nmse_compression_db",
     "recon_nmse_channel_db",
+    "recon_nmse_conv_db",
     "accuracy",
     "loss",
     "n_test",

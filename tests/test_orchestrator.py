@@ -87,6 +87,15 @@ def test_ideal_links_add_no_channel_error(frame):
     q8 = ideal[ideal["strategy"] == "q8"]
     assert (q8["recon_nmse_compression_db"] < -20).all()
     assert (q8["recon_nmse_db"] == q8["recon_nmse_compression_db"]).all()
+    # conv kernels alone: exact for fp32, quantisation noise only for q8
+    assert (ideal[ideal["strategy"] == "fp32"]["recon_nmse_conv_db"] == -math.inf).all()
+    assert (q8["recon_nmse_conv_db"] < -20).all() and q8["recon_nmse_conv_db"].notna().all()
+
+
+def test_conv_kernel_error_grows_as_the_snr_falls(frame):
+    noisy = frame[(frame["link_model"] == "awgn") & frame["decode_ok"] & (frame["strategy"] == "skew-dof8")]
+    by_snr = noisy.groupby("snr_db")["recon_nmse_conv_db"].mean().sort_index()
+    assert len(by_snr) >= 2 and by_snr.iloc[0] >= by_snr.iloc[-1]
 
 
 def test_fp32_over_ideal_links_has_the_central_accuracy(frame):
