@@ -58,6 +58,15 @@ class Strategy(ABC):
         """
         return "plain"
 
+    def keeps_form_in_federated_training(self) -> bool:
+        """Whether federated rounds must keep the model in this strategy's trained form.
+
+        When true, devices train in ``prepare_model``'s form and the server puts the
+        aggregate back into it (``prepare_model`` then ``after_training``), so the next
+        downlink can still be encoded. Default: plain weights are trained and averaged.
+        """
+        return False
+
     def prepare_model(self, model: torch.nn.Module) -> torch.nn.Module:
         """Change a model before training (default: leave it as it is)."""
         return model

@@ -53,6 +53,11 @@ class SymmetryStrategy(Strategy):
     def training_key(self) -> str:
         return "plain" if self.options.mode == "posthoc" else f"symmetric:{self.options.group}"
 
+    def keeps_form_in_federated_training(self) -> bool:
+        # DoF coefficients exist only for exactly symmetric kernels: the FedAvg aggregate of
+        # symmetric models is symmetric again, up to the quantised uplink, so it is projected back.
+        return self.options.mode != "posthoc"
+
     def prepare_model(self, model: torch.nn.Module) -> torch.nn.Module:
         if self.options.mode == "posthoc":
             return model

@@ -95,20 +95,9 @@ def receiver_model(strategy, config, dataset) -> torch.nn.Module:
     return model.eval()
 
 
-def keeps_constraint(strategy) -> bool:
-    """Whether federated training must keep the model in the strategy's trained form.
-
-    Symmetric strategies send DoF coefficients, which only exist for exactly
-    symmetric kernels: devices train in the symmetric parametrisation and the
-    server projects the aggregate back onto it (our choice; other strategies
-    train and aggregate plain weights).
-    """
-    return strategy.training_key().startswith("symmetric")
-
-
 def constrained(strategy, model: torch.nn.Module, train=None) -> torch.nn.Module:
     """``model`` in the strategy's trained form, optionally trained (``train(model)``) in it."""
-    if not keeps_constraint(strategy):
+    if not strategy.keeps_form_in_federated_training():
         if train is not None:
             train(model)
         return model

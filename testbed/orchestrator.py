@@ -300,10 +300,10 @@ class Experiment:
 
     def _constrain(self, label: str, state: dict) -> dict:
         """Project an aggregate back onto the strategy's trained form (symmetric kernels)."""
-        from testbed.flower_app import constrained, keeps_constraint, receiver_model
+        from testbed.flower_app import constrained, receiver_model
 
         strategy = self.strategies[label]
-        if not keeps_constraint(strategy):
+        if not strategy.keeps_form_in_federated_training():
             return state
         model = receiver_model(strategy, self.config, self.dataset)
         model.load_state_dict(state)

@@ -450,3 +450,10 @@ def test_quantising_non_finite_values_is_refused_naming_the_tensor() -> None:
         build({"strategy": "quantise", "bits": 8}).encode(state)
     # Raw floats carry NaN as a value.
     assert build({"strategy": "raw"}).encode(state).nbytes > 0
+
+
+def test_only_symmetric_training_is_kept_through_federated_rounds() -> None:
+    keeps = {mode: build({"strategy": "symmetry", "mode": mode, "bits": 8}).keeps_form_in_federated_training()
+             for mode in ("dof", "full+project", "posthoc")}
+    assert keeps == {"dof": True, "full+project": True, "posthoc": False}
+    assert not build({"strategy": "quantise", "bits": 8}).keeps_form_in_federated_training()
