@@ -13,6 +13,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from testbed.recipes import TrainConfig
+
 
 class ConfigError(ValueError):
     """A config that cannot be used; the message is one line naming key and file."""
@@ -97,38 +99,10 @@ class DataConfig(Section):
     train_per_device: int | None = Field(default=None, ge=1)  # local training split (federated)
 
 
-class TrainConfig(Section):
-    """Central training; the defaults are the reference recipe of docs/MODELS.md."""
-
-    epochs: float = Field(default=2.0, gt=0)
-    batch_size: int = Field(default=128, ge=1)
-    optimizer: Literal["adam", "sgd"] = "adam"
-    lr: float = Field(default=3e-3, gt=0)
-    momentum: float = Field(default=0.9, ge=0)
-    weight_decay: float = Field(default=0.0, ge=0)
-    schedule: Literal["onecycle", "cosine", "constant"] = "onecycle"  # central training; local rounds: constant
-    train_subset: int | None = Field(default=None, ge=1)  # central training on the first N images
-
-
 class ModelConfig(Section):
     arch: str = "deepcnn"  # deepcnn | resnet18
     width: int | None = Field(default=None, ge=1)  # first-stage channels; default 32 (deepcnn), 64 (resnet18)
     train: TrainConfig = TrainConfig()
-
-
-class LocalTrainConfig(TrainConfig):
-    """A device's training in a federated round (its own defaults, so setting one key keeps the rest)."""
-
-    epochs: float = Field(default=1.0, gt=0)
-    batch_size: int = Field(default=32, ge=1)
-    optimizer: Literal["adam", "sgd"] = "sgd"
-    lr: float = Field(default=0.05, gt=0)
-    schedule: Literal["onecycle", "cosine", "constant"] = "constant"
-
-
-class FederatedConfig(Section):
-    local: LocalTrainConfig = LocalTrainConfig()
-    uplink: dict[str, Any] = {"strategy": "quantise", "bits": 8}
 
 
 class EngineConfig(Section):
@@ -151,13 +125,13 @@ class StrategyEntry(BaseModel):
 class ExperimentConfig(Section):
     name: str = "experiment"
     seed: int = 0
-    mode: Literal["broadcast", "federated"] = "broadcast"
+    # The traffic pattern: {name: broadcast | federated | any registered scenario, ...its options}
+    scenario: dict[str, Any] = {"name": "broadcast"}
     rounds: int = Field(default=3, ge=1)
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
     fleet: FleetConfig = FleetConfig()
     strategies: list[StrategyEntry] = Field(min_length=1)
-    federated: FederatedConfig = FederatedConfig()
     engine: EngineConfig = EngineConfig()
     sweep: dict[str, list[Any]] | None = None
 
@@ -226,6 +200,12 @@ def _describe(err: dict) -> str:
 def validate_tree(tree: dict, source: str) -> ExperimentConfig:
     from strategies.registry import StrategySpecError, build
 
+    for old in ("mode", "federated"):
+        if old in tree:  # configs written before scenarios were plug-ins
+            raise ConfigError(
+                f"{source}: {old}: replaced by 'scenario' (scenario: {{name: broadcast}}, or scenario: "
+                "{name: federated, local: {...}, uplink: {...}}; see docs/ARCHITECTURE.md)"
+            )
     try:
         config = ExperimentConfig.model_validate(tree)
     except ValidationError as exc:
@@ -240,6 +220,12 @@ def validate_tree(tree: dict, source: str) -> ExperimentConfig:
         else:
             message = errors[0]["msg"]
         raise ConfigError(f"{source}: {key}: {message}") from None
+    from testbed.scenarios import ScenarioSpecError, scenario_options
+
+    try:
+        scenario_options(config.scenario)
+    except ScenarioSpecError as exc:
+        raise ConfigError(f"{source}: scenario.{exc}") from None
     for index, (label, spec) in enumerate(config.strategy_specs().items()):
         try:
             build(spec)

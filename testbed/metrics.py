@@ -1,85 +1,28 @@
-"""Per-device metric rows and the run folder files built from them.
+"""What the testbed measures, and the one definition of every fleet statistic.
 
-One row per (round, strategy, device): the exact bytes a device's link carried,
-the reconstruction error of the model it received (split into the part the
-compression causes and the part the channel adds) and the accuracy of that
-model on the device's local test split. Rows of a round are appended to
-metrics.csv when the round ends, so a run killed mid-way keeps every finished
-round; metrics.parquet, rounds.csv and summary.json are derived from them.
+- Reconstruction error: NMSE of a received state against a reference, in dB.
+- A failed device (in a round, for a label) is a measurement row with a failure;
+  the devices that count towards fleet accuracy are the rows with an accuracy.
+  summary.json, rounds.csv and the report all use :func:`failed`,
+  :func:`device_accuracies` and :func:`round_summary`, never their own.
+- The wide per-device view (metrics.csv, metrics.parquet): each measurement row
+  with its transfers' figures beside it, derived from the declared tables.
 """
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import os
 import platform
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 import torch
 
-# The columns of metrics.csv, in order (the run folder contract).
-COLUMNS: tuple[str, ...] = (
-    "round",
-    "strategy",
-    "strategy_kind",
-    "bits",
-    "device_id",
-    "link_model",
-    "snr_db",
-    "bytes_down",
-    "bytes_down_payload",
-    "bytes_down_protected",
-    "bytes_down_overhead",
-    "bytes_down_coding",
-    "bytes_down_resent",
-    "repetition_down",
-    "bit_errors_down",
-    "packets_lost_down",
-    "resends_down",
-    "airtime_down_s",
-    "delivered",
-    "decode_ok",
-    "failure",
-    "recon_nmse_db",
-    "recon_nmse_compression_db",
-    "recon_nmse_channel_db",
-    "recon_nmse_conv_db",
-    "accuracy",
-    "loss",
-    "n_test",
-    "bytes_up",
-    "bytes_up_protected",
-    "bit_errors_up",
-    "airtime_up_s",
-    "train_loss",
-)
-INT_COLUMNS = {
-    "round", "bits", "device_id", "bytes_down", "bytes_down_payload", "bytes_down_protected",
-    "bytes_down_overhead", "bytes_down_coding", "bytes_down_resent", "repetition_down", "bit_errors_down", "packets_lost_down", "resends_down",
-    "n_test", "bytes_up", "bytes_up_protected", "bit_errors_up",
-}
-BOOL_COLUMNS = {"delivered", "decode_ok"}
-STR_COLUMNS = {"strategy", "strategy_kind", "link_model", "failure"}
-
-ROUND_COLUMNS: tuple[str, ...] = (
-    "round",
-    "strategy",
-    "devices",
-    "failed",
-    "total_bytes_down",
-    "total_bytes_up",
-    "airtime_down_s_total",
-    "accuracy_mean",
-    "accuracy_p10",
-    "accuracy_min",
-    "recon_nmse_db_mean",
-)
-
+from testbed.atomic import atomic_write, atomic_write_text
 
 # ---- reconstruction error ---------------------------------------------------------
 
@@ -115,175 +58,103 @@ def nmse_db(received: Mapping[str, torch.Tensor], reference: Mapping[str, torch.
     return to_db(squared_error(received, reference) / power)
 
 
-# ---- rows -------------------------------------------------------------------------
+def conv_nmse_db(received: Mapping[str, torch.Tensor], reference: Mapping[str, torch.Tensor]) -> float:
+    """NMSE over the conv kernels alone (k > 1): where the symmetry codecs act, since BatchNorm
+    statistics dominate the whole model's power."""
+    from strategies.base import is_conv_kernel
+
+    kernels = {name: t for name, t in reference.items() if is_conv_kernel(t)}
+    return nmse_db(received, kernels) if kernels else math.nan
 
 
-def empty_row(round_: int, label: str, kind: str, bits: int | None, device_id: int, link_model: str) -> dict:
-    """A row with every column present: NaN for unmeasured numbers, "" for no failure."""
-    row: dict = {c: math.nan for c in COLUMNS}
-    row.update(
-        round=round_, strategy=label, strategy_kind=kind, bits=bits, device_id=device_id, link_model=link_model,
-        delivered=False, decode_ok=False, failure="",
-    )
-    for c in ("bytes_up", "bytes_up_protected", "bit_errors_up"):
-        row[c] = None
-    return row
+# ---- fleet statistics -------------------------------------------------------------------
 
 
-def downlink_fields(stats: Mapping, protected_bytes: int) -> dict:
-    """Row fields of a downlink transmission from ``LinkStats.as_dict()``."""
-    return {
-        "snr_db": _float(stats.get("snr_db")),
-        "bytes_down": int(stats["bytes_sent"]),
-        "bytes_down_payload": int(stats["payload_bytes"]),
-        "bytes_down_protected": int(protected_bytes),
-        "bytes_down_overhead": int(stats["overhead_bytes"]),
-        "bytes_down_coding": int(stats["coding_bytes"]),
-        "bytes_down_resent": int(stats["resent_bytes"]),
-        "repetition_down": int(stats["protected_repetition"]),
-        "bit_errors_down": int(stats["bit_errors"]),
-        "packets_lost_down": int(stats["packets_lost"]),
-        "resends_down": int(stats["retransmissions"]),
-        "airtime_down_s": float(stats["airtime_s"]),
-        "delivered": bool(stats["delivered"]),
-    }
+def failed(frame):
+    """Boolean Series: the measurement rows of failed devices."""
+    return frame["failure"].astype(str) != ""
 
 
-def uplink_fields(stats: Mapping, protected_bytes: int) -> dict:
-    return {
-        "bytes_up": int(stats["bytes_sent"]),
-        "bytes_up_protected": int(protected_bytes),
-        "bit_errors_up": int(stats["bit_errors"]),
-        "airtime_up_s": float(stats["airtime_s"]),
-    }
-
-
-def _float(value) -> float:
-    return math.nan if value is None else float(value)
-
-
-def failed_rows(round_: int, labels: Iterable[tuple[str, str, int | None]], devices: Iterable[tuple[int, str]], reason: str) -> list[dict]:
-    """Rows for devices whose results never came back (a node that raised or was lost)."""
-    rows = []
-    for label, kind, bits in labels:
-        for device_id, link_model in devices:
-            row = empty_row(round_, label, kind, bits, device_id, link_model)
-            row["failure"] = reason
-            rows.append(row)
-    return rows
-
-
-def sort_rows(rows: list[dict], label_order: list[str]) -> list[dict]:
-    """Rows in (round, strategy as configured, device id) order, whatever the cohorts."""
-    order = {label: i for i, label in enumerate(label_order)}
-    return sorted(rows, key=lambda r: (r["round"], order.get(r["strategy"], len(order)), r["device_id"]))
-
-
-# ---- writers ----------------------------------------------------------------------
-
-
-def _cell(column: str, value) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, float) and math.isnan(value):
-        return "" if column in INT_COLUMNS else "nan"
-    if column in BOOL_COLUMNS:
-        return "true" if value else "false"
-    if isinstance(value, float):
-        return repr(value)
-    return str(value)
-
-
-def _append_csv(path: Path, columns: tuple[str, ...], rows: list[dict]) -> None:
-    new = not path.exists() or path.stat().st_size == 0
-    with open(path, "a", newline="") as f:
-        writer = csv.writer(f)
-        if new:
-            writer.writerow(columns)
-        for row in rows:
-            writer.writerow([_cell(c, row.get(c)) for c in columns])
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def append_metrics(run_dir: Path, rows: list[dict]) -> None:
-    _append_csv(Path(run_dir) / "metrics.csv", COLUMNS, rows)
-
-
-def append_rounds(run_dir: Path, rows: list[dict]) -> None:
-    _append_csv(Path(run_dir) / "rounds.csv", ROUND_COLUMNS, rows)
-
-
-def truncate_after(path: Path, last_round: int) -> None:
-    """Drop rows of rounds after ``last_round`` (a round that was being written when killed)."""
-    path = Path(path)
-    if not path.exists():
-        return
-    with open(path, newline="") as f:
-        lines = list(csv.reader(f))
-    if not lines:
-        return
-    header, body = lines[0], lines[1:]
-    keep = [line for line in body if line and int(line[0]) <= last_round]
-    if len(keep) != len(body):
-        with open(path, "w", newline="") as f:
-            writer = csv.writer(f)
-            writer.writerow(header)
-            writer.writerows(keep)
-
-
-def read_metrics(run_dir: Path):
-    """metrics.csv as a pandas DataFrame with the contract's dtypes."""
-    import pandas as pd
-
-    path = Path(run_dir) / "metrics.csv"
-    if not path.exists() or path.stat().st_size == 0:
-        return pd.DataFrame({c: [] for c in COLUMNS})
-    frame = pd.read_csv(path, keep_default_na=False, na_values={c: ["", "nan"] for c in COLUMNS if c not in STR_COLUMNS})
-    for c in COLUMNS:  # a folder written before a column existed reads with that column empty
-        if c not in frame:
-            frame[c] = "" if c in STR_COLUMNS else None
-    for c in INT_COLUMNS:
-        frame[c] = frame[c].astype("Int64")
-    for c in BOOL_COLUMNS:
-        frame[c] = frame[c].astype(str).str.lower().eq("true")
-    for c in STR_COLUMNS:
-        frame[c] = frame[c].astype(str)
-    return frame
-
-
-def write_parquet(run_dir: Path) -> None:
-    """metrics.parquet from metrics.csv (rewritten whole: it is derived, the CSV is the record)."""
-    frame = read_metrics(run_dir)
-    tmp = Path(run_dir) / "metrics.parquet.tmp"
-    frame.to_parquet(tmp, index=False)
-    os.replace(tmp, Path(run_dir) / "metrics.parquet")
-
-
-def _finite(values: list[float]) -> list[float]:
-    return [v for v in values if v is not None and not math.isnan(v)]
-
-
-def round_summary(round_: int, label: str, rows: list[dict]) -> dict:
-    """One rounds.csv row from the device rows of one (round, strategy)."""
-    acc = _finite([r["accuracy"] for r in rows])
-    return {
-        "round": round_,
-        "strategy": label,
-        "devices": len(rows),
-        "failed": sum(1 for r in rows if r["failure"]),
-        "total_bytes_down": sum(int(r["bytes_down"]) for r in rows if _is_number(r["bytes_down"])),
-        "total_bytes_up": sum(int(r["bytes_up"]) for r in rows if _is_number(r["bytes_up"])),
-        "airtime_down_s_total": float(sum(r["airtime_down_s"] for r in rows if _is_number(r["airtime_down_s"]))),
-        "accuracy_mean": float(np.mean(acc)) if acc else math.nan,
-        "accuracy_p10": float(np.percentile(acc, 10)) if acc else math.nan,
-        "accuracy_min": float(min(acc)) if acc else math.nan,
-        "recon_nmse_db_mean": power_mean_db(r["recon_nmse_db"] for r in rows),
-    }
+def _finite(values) -> list[float]:
+    return [float(v) for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
 
 
 def _is_number(value) -> bool:
     return value is not None and not (isinstance(value, float) and math.isnan(value))
+
+
+def round_summary(round_: int, label: str, measurements: list[dict], transfers: list[dict]) -> dict:
+    """One rounds.csv row from the measurement and transfer rows of one (round, label)."""
+    acc = _finite(r.get("accuracy") for r in measurements)
+
+    def total(key, direction=None):
+        return sum(r[key] for r in transfers if _is_number(r[key]) and direction in (None, r["direction"]))
+
+    return {
+        "round": round_,
+        "label": label,
+        "devices": len(measurements),
+        "failed": sum(1 for r in measurements if r["failure"]),
+        "bytes": int(total("bytes")),
+        "bytes_down": int(total("bytes", "down")),
+        "bytes_up": int(total("bytes", "up")),
+        "airtime_s": float(total("airtime_s")),
+        "accuracy_mean": float(np.mean(acc)) if acc else math.nan,
+        "accuracy_p10": float(np.percentile(acc, 10)) if acc else math.nan,
+        "accuracy_min": float(min(acc)) if acc else math.nan,
+        "recon_nmse_db_mean": power_mean_db(r.get("recon_nmse_db") for r in measurements),
+    }
+
+
+def device_accuracies(measurements, label: str, over_rounds: str):
+    """device_id -> the device's accuracy for a label: its mean over rounds (``over_rounds="mean"``,
+    scenarios where every round measures the same model) or its last round (``"last"``, where the
+    model changes every round). Rows without an accuracy are left out; a device whose uplink failed
+    still measured the model it received, so it counts here while it counts as failed too."""
+    if "accuracy" not in measurements:
+        return measurements.iloc[0:0].groupby("device_id").size().astype(float)
+    rows = measurements[(measurements["label"] == label) & measurements["accuracy"].notna()]
+    if over_rounds == "last" and len(rows):
+        rows = rows[rows["round"] == rows["round"].max()]
+    return rows.groupby("device_id")["accuracy"].mean().astype(float)
+
+
+def label_totals(measurements, transfers, label: str, over_rounds: str) -> dict:
+    """Fleet-level figures of one label over all rounds: accuracy across devices, bytes, failures."""
+    acc = device_accuracies(measurements, label, over_rounds).to_numpy(dtype=float)
+    sent = transfers[transfers["label"] == label]
+    mine = measurements[measurements["label"] == label]
+    return {
+        "accuracy_mean": float(acc.mean()) if acc.size else None,
+        "accuracy_p10": float(np.percentile(acc, 10)) if acc.size else None,
+        "accuracy_min": float(acc.min()) if acc.size else None,
+        "bytes_total": int(sent["bytes"].fillna(0).sum()),
+        "bytes_down_total": int(sent.loc[sent["direction"] == "down", "bytes"].fillna(0).sum()),
+        "bytes_up_total": int(sent.loc[sent["direction"] == "up", "bytes"].fillna(0).sum()),
+        "airtime_s_total": float(sent["airtime_s"].fillna(0.0).sum()),
+        "failed": int(failed(mine).sum()),
+        "device_rounds": int(len(mine)),
+    }
+
+
+# ---- the wide per-device view ------------------------------------------------------------
+
+
+def wide_view(measurements, transfers):
+    """One row per measurement row, with each transfer's figures as columns named by the
+    declared ``wide`` templates (``bytes_down``, ``bit_errors_up``...)."""
+    import pandas as pd
+
+    from testbed.tables import TRANSFERS
+
+    keys = ["round", "label", "device_id"]
+    wide = measurements.copy()
+    for name in pd.unique(transfers["transfer"]):
+        part = transfers[transfers["transfer"] == name]
+        columns = {c.name: c.wide.format(t=name) for c in TRANSFERS.columns if c.wide}
+        part = part[keys + list(columns)].rename(columns=columns)
+        wide = wide.merge(part, on=keys, how="left")
+    return wide
 
 
 def machine_info() -> dict:
@@ -316,34 +187,16 @@ def power_mean_db(values) -> float:
     return float(10.0 * np.log10(linear)) if linear > 0 else -math.inf
 
 
-def device_accuracies(frame, label: str, mode: str):
-    """device_id -> the device's accuracy for a strategy: its mean over rounds (broadcast, where
-    every round measures the same model) or its last round (federated, where the model changes).
-    Rows without an accuracy (failed deliveries) are left out."""
-    rows = frame[(frame["strategy"] == label) & frame["accuracy"].notna()]
-    if mode == "federated" and len(rows):
-        rows = rows[rows["round"] == rows["round"].max()]
-    return rows.groupby("device_id")["accuracy"].mean().astype(float)
-
-
-def strategy_totals(frame, label: str, mode: str) -> dict:
-    """Fleet-level figures of one strategy over all rounds: accuracy statistics across devices."""
-    sub = frame[frame["strategy"] == label]
-    acc = device_accuracies(frame, label, mode).to_numpy(dtype=float)
-    return {
-        "accuracy_mean": float(acc.mean()) if acc.size else None,
-        "accuracy_p10": float(np.percentile(acc, 10)) if acc.size else None,
-        "accuracy_min": float(acc.min()) if acc.size else None,
-        "bytes_down_total": int(sub["bytes_down"].fillna(0).sum()),
-        "airtime_down_s_total": float(sub["airtime_down_s"].fillna(0.0).sum()),
-        "failed": int((sub["failure"] != "").sum()),
-    }
-
-
 def write_json(path: Path, obj) -> None:
-    tmp = Path(str(path) + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=_json_default) + "\n")
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(obj, indent=2, default=_json_default) + "\n")
+
+
+def write_frame(path: Path, frame) -> None:
+    """A derived table as CSV or Parquet (by the suffix), written atomically."""
+    if Path(path).suffix == ".parquet":
+        atomic_write(path, lambda f: frame.to_parquet(f, index=False))
+    else:
+        atomic_write_text(path, frame.to_csv(index=False, lineterminator="\n"))
 
 
 def _json_default(value):

@@ -129,6 +129,13 @@ def model_template(strategy, model_cfg, input_shape, num_classes: int, seed: int
     return strategy.after_training(model, finetune=lambda m: None)
 
 
+def receiver_model(strategy, config, dataset) -> nn.Module:
+    """The model a device decodes ``strategy``'s payload into (names and shapes of what it sends),
+    in eval mode. Its values are the seeded initial model (the federated starting model)."""
+    model = model_template(strategy, config.model, dataset.input_shape, dataset.num_classes, config.seed)
+    return model.eval()
+
+
 def training_parts(strategy, model_cfg, dataset, seed: int) -> dict:
     """Everything that determines a centrally trained model (the checkpoint key's input)."""
     return {

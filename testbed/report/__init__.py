@@ -11,8 +11,9 @@ writes one self-contained HTML page plus its tables beside it::
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
+
+from testbed.atomic import atomic_write_text
 
 from testbed.report.runs import ReportError, RunData, load_run, load_runs
 from testbed.report.tables import STRATEGY_COLUMNS, markdown_table, rounds_table, strategy_table
@@ -42,11 +43,9 @@ def report_files(out_html: str | Path) -> dict[str, Path]:
 
 
 def _write_text(path: Path, text: str) -> None:
-    # Write then rename, so a reader never sees half a file (the orchestrator rewrites
-    # the report at the end of every run, possibly while the page is open).
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
+    # A reader never sees half a file (the orchestrator rewrites the report at the end of
+    # every run, possibly while the page is open).
+    atomic_write_text(path, text)
 
 
 def write_report(run_dirs, out_html: str | Path | None = None, labels: list[str] | None = None) -> Path:

@@ -1,0 +1,173 @@
+"""The device side of a round: what a node rebuilds once per process, and running its cohort.
+
+A node (a Flower ClientApp in a Ray worker, or any process) gets a
+:class:`RoundJob`, rebuilds the experiment's world from the
+config text once per process (fleet, dataset, strategies, receiver models,
+the scenario), and runs every (label, device) of its cohort through the
+scenario's ``run_device``. Results depend only on the rng keys, never on the
+cohort or the worker. A device that raises is a failed device, never a lost
+round. Nothing here imports Flower.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import traceback
+from dataclasses import dataclass, field
+
+import torch
+
+from testbed.payload import Payload, PayloadError
+from testbed.scenarios.base import DeviceRun, RoundPlan, State, Upload
+
+
+# ---- a node's job and its reply (testbed.messages turns them into Flower records) ---------
+
+DeviceKey = tuple[str, int]  # (label, device_id)
+
+
+@dataclass
+class RoundJob:
+    config_text: str
+    base_dir: str
+    round: int
+    devices: list[int]
+    labels: list[str]
+    plan: RoundPlan
+    device_states: dict[DeviceKey, State] = field(default_factory=dict)
+
+
+@dataclass
+class CohortReply:
+    transfers: list[dict]
+    measurements: list[dict]
+    uploads: dict[DeviceKey, Upload] = field(default_factory=dict)
+    device_states: dict[DeviceKey, State] = field(default_factory=dict)
+
+
+class NodeWorld:
+    """What a node needs to emulate devices of one experiment (built once per process)."""
+
+    def __init__(self, config, base_dir: str):
+        from strategies.registry import build
+        from testbed.data import load_dataset
+        from testbed.fleet import Fleet
+        from testbed.scenarios import build_scenario
+
+        self.config = config
+        self.fleet = Fleet.from_config(config.fleet, config.seed, base_dir=base_dir)
+        self.dataset = load_dataset(config.data.dataset, config.data.dir)
+        self.strategies = {label: build(spec) for label, spec in config.strategy_specs().items()}
+        self.scenario = build_scenario(config)
+        self.measurements = self.scenario.measurements_table(self.scenario.options)
+        self._models: dict = {}
+        self._templates: dict = {}
+        self._splits: dict = {}
+        self._parsed: dict = {}  # (label, payload digest) -> Payload
+        self._clean: dict = {}  # (label, payload digest) -> clean decode or None
+
+    # ---- models ----------------------------------------------------------------------
+    def model(self, label: str) -> torch.nn.Module:
+        """The receiver model a label's payload decodes into (one per label, reused by its devices)."""
+        if label not in self._models:
+            from testbed.training import receiver_model
+
+            model = receiver_model(self.strategies[label], self.config, self.dataset)
+            self._models[label] = model
+            self._templates[label] = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        return self._models[label]
+
+    def template(self, label: str) -> dict:
+        self.model(label)
+        return self._templates[label]
+
+    def parse(self, label: str, raw: bytes) -> Payload:
+        """The payload the server sent (parsed once per node and round)."""
+        key = (label, hashlib.sha256(raw).digest())
+        if key not in self._parsed:
+            if len(self._parsed) > 4 * len(self.strategies):
+                self._parsed.clear()
+            self._parsed[key] = Payload.from_bytes(raw)
+        return self._parsed[key]
+
+    def clean_decode(self, label: str, raw: bytes):
+        """The payload decoded as sent (what an ideal link delivers), or None if it does not decode."""
+        key = (label, hashlib.sha256(raw).digest())
+        if key not in self._clean:
+            if len(self._clean) > 4 * len(self.strategies):
+                self._clean.clear()
+            try:
+                self._clean[key] = self.strategies[label].decode(self.parse(label, raw), self.template(label))
+            except PayloadError:
+                self._clean[key] = None
+        return self._clean[key]
+
+    # ---- devices ---------------------------------------------------------------------
+    def split(self, device_id: int):
+        if device_id not in self._splits:
+            from testbed.data import device_split
+
+            device = self.fleet.device(device_id)
+            cfg = self.config
+            self._splits[device_id] = device_split(self.dataset, cfg.data, len(self.fleet.devices), device.partition, cfg.seed)
+        return self._splits[device_id]
+
+    def link(self, device_id: int, hop: str):
+        """The link that serves ``hop`` for the device (today every hop uses the device's own link)."""
+        return self.fleet.link(device_id)
+
+    def link_model(self, device_id: int) -> str:
+        return str(self.fleet.device(device_id).link.model)
+
+
+_worlds: dict[str, NodeWorld] = {}
+_world_lock = threading.Lock()
+_threads_set = False
+
+
+def node_world(config_text: str, base_dir: str | None = None) -> NodeWorld:
+    """The world of the config (built once per process and config)."""
+    global _threads_set
+    if not _threads_set:
+        # Metrics must not depend on thread scheduling; one thread per worker is also fastest here.
+        torch.set_num_threads(1)
+        # Flower's worker-side notices ("Manually terminating ClientAppActor" at every shutdown)
+        # drown the run's own output; device errors are recorded in the measurement rows instead.
+        logging.getLogger("flwr").setLevel(logging.ERROR)
+        _threads_set = True
+    key = hashlib.sha256(config_text.encode()).hexdigest() + "|" + (base_dir or "")
+    with _world_lock:
+        if key not in _worlds:
+            import yaml
+
+            from testbed.config import validate_tree
+
+            config = validate_tree(yaml.safe_load(config_text), "run config")
+            _worlds.clear()  # one experiment at a time per process
+            _worlds[key] = NodeWorld(config, base_dir or ".")
+        return _worlds[key]
+
+
+def run_cohort(job: RoundJob) -> CohortReply:
+    """Every (label, device) of the job's cohort through the scenario's device side."""
+    world = node_world(job.config_text, job.base_dir or None)
+    scenario = world.scenario
+    reply = CohortReply(transfers=[], measurements=[])
+    for label in job.labels:
+        for device_id in job.devices:
+            device = DeviceRun(world, job.plan, job.round, label, device_id, job.device_states.get((label, device_id)),
+                               world.measurements)
+            try:
+                scenario.run_device(device)
+            except Exception as exc:  # a device that raises is a failed device, never a lost round
+                device.fail(f"error: {type(exc).__name__}: {exc}")
+                logging.getLogger("testbed.device").debug(traceback.format_exc())
+            reply.transfers.extend(device.transfers)
+            reply.measurements.append(device.measurement)
+            if device.upload is not None:
+                reply.uploads[(label, device_id)] = device.upload
+            if scenario.keeps_device_state and device.state is not None:
+                reply.device_states[(label, device_id)] = device.state
+    return reply

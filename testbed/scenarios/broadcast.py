@@ -1,0 +1,135 @@
+"""Broadcast: the server sends every strategy's model to every device, which measures what it received.
+
+Server: each label's model is trained centrally (from the checkpoint cache when
+there) and encoded once; every round the same payload goes to every device that
+takes part. Device: one transfer, ``down`` (server->device): receive over the
+device's link, decode into the receiver's model, measure the reconstruction
+error against the server's float model (split into the part the compression
+causes and the part the channel adds) and the accuracy on the device's local
+test split.
+
+:class:`ModelDelivery` is the part shared with the scenarios that also send a
+model down first (federated).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import ClassVar, Literal
+
+import torch
+
+from testbed import metrics
+from testbed.scenarios.base import DeviceRun, RoundPlan, Scenario, ScenarioOptions, plain_state, state_digest
+from testbed.tables import MODEL_QUALITY, NMSE_CONV
+from testbed.transfer import Transfer
+
+DOWN = Transfer("down", "server->device", "the label's model, encoded by its strategy")
+
+
+class ModelDeliveryOptions(ScenarioOptions):
+    # Extra per-device measurements; nmse_conv: the conv kernels' NMSE alone (the symmetry study).
+    measurements: list[Literal["nmse_conv"]] = []
+
+
+class ModelDelivery(Scenario):
+    """A round that starts with every label's model sent down to every device."""
+
+    Options: ClassVar = ModelDeliveryOptions
+    measurement_columns = MODEL_QUALITY
+
+    @classmethod
+    def columns_for(cls, options) -> tuple:
+        conv = options is not None and "nmse_conv" in options.measurements
+        return cls.measurement_columns + ((NMSE_CONV,) if conv else ())
+
+    # ---- server side -----------------------------------------------------------------
+    def start(self, server) -> None:
+        self.states = self.initial_states(server)
+        self.payloads = {label: server.strategies[label].encode(self.states[label]) for label in server.labels}
+        server.write_payload_reports(self.states, self.payloads)
+
+    def initial_states(self, server) -> dict:
+        raise NotImplementedError
+
+    def plan_round(self, server, round_: int) -> RoundPlan:
+        plan = RoundPlan(values={"power": {}})
+        for label in server.labels:
+            plan.blobs[f"payload/{label}"] = self.payloads[label].to_bytes()
+            plan.states[f"reference/{label}"] = self.states[label]
+            plan.values["power"][label] = metrics.float_power(self.states[label])
+        return plan
+
+    def summary(self, server, label: str) -> dict:
+        """End-of-run figures of a label: accuracy of the server's model and of its clean decode."""
+        from testbed.training import evaluate, receiver_model
+
+        strategy = server.strategies[label]
+        model = receiver_model(strategy, server.config, server.dataset)
+        state = self.states[label]
+        # What an ideal link delivers: the clean decode of what the strategy sends (pruned,
+        # projected, quantised), which can differ much from the server's float model.
+        clean = strategy.decode(strategy.encode(state), model.state_dict())
+        out = {}
+        for key, value in (("central_accuracy", state), ("clean_accuracy", clean)):
+            sha = state_digest(value)
+            if sha not in server.accuracy_cache:  # strategies sharing a model evaluate it once
+                model.load_state_dict(value)
+                server.accuracy_cache[sha] = float(evaluate(model, server.dataset.test_x, server.dataset.test_y)[0])
+            out[key] = server.accuracy_cache[sha]
+        return out
+
+    # ---- device side -----------------------------------------------------------------
+    def receive_model(self, device: DeviceRun):
+        """The ``down`` transfer and the model measurements; the received state, or None if it failed."""
+        from testbed.training import evaluate
+
+        world, label = device.world, device.label
+        raw = device.plan.blobs[f"payload/{label}"]
+        payload = world.parse(label, raw)
+        model = world.model(label)
+
+        def decode(p):
+            received = device.strategy.decode(p, world.template(label))
+            model.load_state_dict(received, strict=True)
+            return received
+
+        result = device.transfer(DOWN, payload, decode=decode)
+        if not result.ok:
+            return None
+        received = result.value
+        reference = device.plan.states[f"reference/{label}"]
+        power = float(device.plan.values["power"][label])
+        clean = world.clean_decode(label, raw)
+        quality = {"decode_ok": True}
+        quality["recon_nmse_db"] = metrics.to_db(metrics.squared_error(received, reference) / power) if power else math.nan
+        if clean is not None and power:
+            quality["recon_nmse_compression_db"] = metrics.to_db(metrics.squared_error(clean, reference) / power)
+            quality["recon_nmse_channel_db"] = metrics.to_db(metrics.squared_error(received, clean) / power)
+        if "nmse_conv" in self.options.measurements:
+            quality["recon_nmse_conv_db"] = metrics.conv_nmse_db(received, reference)
+        split = device.split
+        x, y = world.dataset.test_x[split.test_idx], world.dataset.test_y[split.test_idx]
+        accuracy, loss = evaluate(model, x, y)
+        device.measure(**quality, accuracy=float(accuracy), loss=float(loss), n_test=int(len(y)))
+        return received
+
+
+class Broadcast(ModelDelivery):
+    name = "broadcast"
+    description = "A centrally trained model sent to every device over its own link, every round."
+    transfers = (DOWN,)
+    fleet_accuracy = "mean"
+
+    def initial_states(self, server) -> dict:
+        from testbed.training import central_model
+
+        states = {}
+        for label, strategy in server.strategies.items():
+            server.log(f"central model for {label} (training key {strategy.training_key()})")
+            model = central_model(strategy, self.config.model, server.dataset, self.config.seed, progress=server.show_progress)
+            states[label] = plain_state(model.state_dict())
+        return states
+
+    def run_device(self, device: DeviceRun) -> None:
+        self.receive_model(device)
