@@ -79,7 +79,7 @@ def plain_loop(config, rounds: int) -> list[float]:
 
 def fleet_rounds(config) -> list[float]:
     """Run the experiment through Flower on Ray; seconds per round from the run log."""
-    from testbed.orchestrator import run_experiment
+    from testbed.runner import run_experiment
 
     out = Path(tempfile.mkdtemp(prefix="bench-fleet-"))
     run_experiment(config, out, progress=False)

@@ -108,7 +108,7 @@ def describe_label(label: str) -> dict:
 
 def run_study(out: Path, tiny: bool, kinds: list[str], overrides: list[str]) -> dict[str, float]:
     """Run (or resume, or skip when done) each study run; returns the wall seconds of each."""
-    from testbed.orchestrator import run_experiment
+    from testbed.runner import run_experiment
     from testbed.sweep import point_state
 
     walls = {}

@@ -12,7 +12,7 @@ import argparse
 import importlib
 import sys
 
-COMMANDS = ("run", "inspect", "strategies", "report", "sweep")
+COMMANDS = ("run", "inspect", "strategies", "scenarios", "report", "sweep")
 
 
 class UserError(Exception):

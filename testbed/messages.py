@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import torch
-from flwr.app import ArrayRecord, ConfigRecord, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Message, RecordDict
 
 from testbed.device import CohortReply, DeviceKey, RoundJob
 from testbed.scenarios.base import RoundPlan, State, Upload, state_digest
@@ -88,6 +88,10 @@ def job_content(job: RoundJob) -> RecordDict:
     content["job"] = ConfigRecord(header)
     content["blobs"] = ConfigRecord({f"b{i}": data for i, data in enumerate(plan.blobs.values())})
     return content
+
+
+def job_message(job: RoundJob, node_id: int) -> Message:
+    return Message(job_content(job), dst_node_id=node_id, message_type=MESSAGE_TYPE)
 
 
 def read_job(content: RecordDict) -> RoundJob:

@@ -194,10 +194,8 @@ class Experiment:
                 self.run_round(grid, round_, bar)
 
     def run_round(self, grid, round_: int, bar) -> None:
-        from flwr.app import Message
-
         from testbed.device import RoundJob
-        from testbed.messages import MESSAGE_TYPE, job_content, read_reply
+        from testbed.messages import job_message, read_reply
         from testbed.scenarios import RoundResults
 
         cfg = self.config
@@ -215,7 +213,7 @@ class Experiment:
                 labels=self.labels, plan=plan,
                 device_states={k: s for k, s in self.device_states.items() if k[1] in members},
             )
-            messages.append(Message(job_content(job), dst_node_id=node_ids[i % len(node_ids)], message_type=MESSAGE_TYPE))
+            messages.append(job_message(job, node_ids[i % len(node_ids)]))
         bar.start_round(round_, len(available))
         pending = dict(zip(grid.push_messages(messages), cohorts))
         transfers: list[dict] = []
@@ -353,9 +351,9 @@ class Experiment:
         return summary
 
     def _write_report(self) -> None:
-        from testbed.report import write_report
-
         try:
+            from testbed.report import write_report
+
             write_report(self.out)
         except Exception as exc:  # the report must never lose a finished run
             self.log(f"report failed: {type(exc).__name__}: {exc}")
@@ -444,43 +442,3 @@ def print_summary(summary: dict, out_dir: Path) -> None:
     console.print("acc mean/p10: across the devices' local test splits; acc ideal: what an ideal link "
                   "delivers, on the full test set; ratio: against float32")
     console.print(f"run folder: {out_dir} (report.html, metrics.csv)")
-
-
-# ---- the entry point ---------------------------------------------------------------------
-
-
-def run_experiment(
-    config: ExperimentConfig,
-    out_dir: str | Path,
-    resume: bool = False,
-    ray_address: str | None = None,
-    progress: bool = True,
-    config_path: str | Path | None = None,
-    overwrite: bool = False,
-) -> Path:
-    """Run one experiment into ``out_dir`` (continuing it with ``resume``, replacing a run there
-    with ``overwrite``); return the run folder."""
-    from testbed.engine import run_simulation_fleet
-    from testbed.flower_app import client_app, make_server_app
-
-    experiment = Experiment(config, out_dir, resume=resume, progress=progress, config_path=config_path,
-                            overwrite=overwrite)
-    try:
-        experiment.prepare()
-        if experiment.rounds_done < config.rounds:
-            dpn = config.engine.devices_per_node
-            nodes = max(1, math.ceil(len(experiment.fleet.devices) / dpn))
-            experiment.expected_nodes = nodes
-            run_simulation_fleet(
-                make_server_app(experiment), client_app, nodes, config.engine,
-                ray_address=ray_address or config.engine.ray_address,
-            )
-    finally:
-        summary = experiment.finish()
-    if experiment.rounds_done < config.rounds:
-        raise RuntimeError(
-            f"the run stopped after round {experiment.rounds_done} of {config.rounds}; see {Path(out_dir) / 'run.log'}"
-        )
-    if progress and summary is not None:
-        print_summary(summary, Path(out_dir))
-    return Path(out_dir)

@@ -162,7 +162,7 @@ def run_sweep(
 ) -> Path:
     """Run every point not yet done, then write OUT/report.html and OUT/sweep.csv; returns the report."""
     from testbed.engine import local_ray_head
-    from testbed.orchestrator import run_experiment
+    from testbed.runner import run_experiment
     from testbed.report import strategy_table, write_report
     from testbed.report.runs import load_runs
 

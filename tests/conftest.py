@@ -9,9 +9,10 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "configs" / "tiny.yaml"
-# The devices that raise in their ClientApp in every test run (fault injection), so that
-# failure handling is exercised and shown to be deterministic too.
+# The device that raises in the reference run (the test-only faulty-broadcast scenario), so
+# that failure handling is exercised and shown to be deterministic too.
 FAIL_DEVICE = 7
+FAULTY = ["scenario.name=faulty-broadcast", f"scenario.fail_devices=[{FAIL_DEVICE}]"]
 
 # A small fleet that exercises ideal and noisy links: device i has model[i % 4] and snr_db[i].
 TEST_FLEET = [
@@ -38,11 +39,26 @@ needs_mnist = pytest.mark.skipif(
 
 @pytest.fixture(scope="session", autouse=True)
 def testbed_env(tmp_path_factory):
-    """A session cache of trained tiny models, and the fault-injected device."""
-    saved = {k: os.environ.get(k) for k in ("TESTBED_CACHE_DIR", "TESTBED_FAIL_DEVICES")}
+    """A session cache of trained tiny models, and the test scenarios installed as a plug-in
+    package (on sys.path here, on PYTHONPATH for Ray workers and subprocesses)."""
+    import importlib
+    import sys
+
+    from plugins import install_plugin
+
+    saved = {k: os.environ.get(k) for k in ("TESTBED_CACHE_DIR", "PYTHONPATH")}
     os.environ["TESTBED_CACHE_DIR"] = str(tmp_path_factory.mktemp("model-cache"))
-    os.environ["TESTBED_FAIL_DEVICES"] = str(FAIL_DEVICE)
+    root = install_plugin(
+        tmp_path_factory.mktemp("plugins"), "testbed-test-scenarios",
+        {"testbed_test_scenarios.py": (Path(__file__).parent / "plugin_scenarios.py").read_text()},
+        {"testbed.scenarios": {"faulty-broadcast": "testbed_test_scenarios:FaultyBroadcast",
+                               "counter": "testbed_test_scenarios:Counter"}},
+    )
+    sys.path.append(str(root))
+    importlib.invalidate_caches()
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (saved["PYTHONPATH"], str(root)) if p)
     yield
+    sys.path.remove(str(root))
     for key, value in saved.items():
         if value is None:
             os.environ.pop(key, None)
@@ -57,12 +73,14 @@ def tiny_config(*overrides: str):
 
 
 def run_tiny(out: Path, *overrides: str, **kwargs) -> Path:
-    from testbed.orchestrator import run_experiment
+    from testbed.runner import run_experiment
 
     return run_experiment(tiny_config(*overrides), out, progress=False, config_path=TINY, **kwargs)
 
 
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory) -> Path:
-    """The reference broadcast run: 8 devices, 2 rounds, two devices per node, two Ray workers."""
-    return run_tiny(tmp_path_factory.mktemp("tiny-run") / "run", "engine.devices_per_node=2", "engine.num_workers=2")
+    """The reference broadcast run: 8 devices, 2 rounds, two devices per node, two Ray workers,
+    device FAIL_DEVICE raising."""
+    return run_tiny(tmp_path_factory.mktemp("tiny-run") / "run", *FAULTY, "scenario.measurements=[nmse_conv]",
+                    "engine.devices_per_node=2", "engine.num_workers=2")

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from plugins import install_plugin
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -35,23 +37,16 @@ def test_strategies_lists_the_builtin_ones_as_json():
 
 
 def test_a_strategy_from_an_installed_package_registers_through_its_entry_point(tmp_path):
-    # The layout pip writes for an installed package: the module and a dist-info with entry points.
-    package = tmp_path / "plugin_codec"
-    package.mkdir()
-    (package / "__init__.py").write_text(
-        textwrap.dedent(
-            """
-            from strategies.raw import RawStrategy
+    source = textwrap.dedent(
+        """
+        from strategies.raw import RawStrategy
 
-            class HalfStrategy(RawStrategy):
-                description = "A plug-in strategy from another package."
-            """
-        )
+        class HalfStrategy(RawStrategy):
+            description = "A plug-in strategy from another package."
+        """
     )
-    dist = tmp_path / "plugin_codec-0.1.dist-info"
-    dist.mkdir()
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: plugin-codec\nVersion: 0.1\n")
-    (dist / "entry_points.txt").write_text("[testbed.strategies]\nplugged = plugin_codec:HalfStrategy\n")
+    install_plugin(tmp_path, "plugin-codec", {"plugin_codec.py": source},
+                   {"testbed.strategies": {"plugged": "plugin_codec:HalfStrategy"}})
 
     result = run_cli("strategies", "--json", env={"PYTHONPATH": str(tmp_path)})
     assert result.returncode == 0, result.stderr

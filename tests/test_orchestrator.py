@@ -11,31 +11,51 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import FAIL_DEVICE, REPO, TINY, tiny_config
+from conftest import FAIL_DEVICE, FAULTY, REPO, TINY, tiny_config
 from testbed import metrics
+from testbed.tables import ROUNDS, TRANSFERS
+
+
+def _measurements(run):
+    from testbed.scenarios import build_scenario
+
+    scenario = build_scenario(tiny_config(*FAULTY, "scenario.measurements=[nmse_conv]"))
+    return scenario.measurements_table(scenario.options)
 
 
 @pytest.fixture(scope="module")
 def frame(tiny_run):
-    return metrics.read_metrics(tiny_run)
+    """The wide view: each measurement row with its transfers' figures (bytes_down, bit_errors_down...)."""
+    return metrics.wide_view(_measurements(tiny_run).read(tiny_run), TRANSFERS.read(tiny_run))
 
 
 def test_run_folder_has_every_file(tiny_run):
-    for name in ("config.yaml", "devices.csv", "payloads.json", "metrics.csv", "metrics.parquet", "rounds.csv",
-                 "summary.json", "run.log"):
+    for name in ("config.yaml", "devices.csv", "payloads.json", "transfers.csv", "measurements.csv", "rounds.csv",
+                 "metrics.csv", "metrics.parquet", "summary.json", "run.log"):
         assert (tiny_run / name).exists(), name
     summary = json.loads((tiny_run / "summary.json").read_text())
     assert summary["rounds_done"] == summary["rounds"] == 2
+    assert summary["scenario"] == "faulty-broadcast" and summary["fleet_accuracy"] == "mean"
     assert set(summary["strategies"]) == {"fp32", "q8", "skew-dof8"}
     parquet = pd.read_parquet(tiny_run / "metrics.parquet")
-    assert list(parquet.columns) == list(metrics.COLUMNS)
     assert len(parquet) == 2 * 3 * 8
+    assert {"label", "device_id", "accuracy", "bytes_down", "bit_errors_down", "recon_nmse_conv_db"} <= set(parquet.columns)
 
 
-def test_one_row_per_round_strategy_device(frame):
+def test_tables_have_their_declared_columns_in_order(tiny_run):
+    for table in (TRANSFERS, _measurements(tiny_run), ROUNDS):
+        header = table.file(tiny_run).read_text().splitlines()[0].split(",")
+        assert tuple(header) == table.names, table.name
+
+
+def test_one_row_per_round_label_device_and_transfer(tiny_run, frame):
     assert len(frame) == 2 * 3 * 8
-    assert not frame.duplicated(["round", "strategy", "device_id"]).any()
+    assert not frame.duplicated(["round", "label", "device_id"]).any()
     assert set(frame["device_id"]) == set(range(8))
+    transfers = TRANSFERS.read(tiny_run)
+    # Broadcast has one transfer, down; the device that raises never sent anything.
+    assert set(transfers["transfer"]) == {"down"} and set(transfers["hop"]) == {"server->device"}
+    assert len(transfers) == 2 * 3 * 7 and FAIL_DEVICE not in set(transfers["device_id"])
 
 
 def test_bytes_are_the_payload_plus_crc_plus_resends(tiny_run, frame):
@@ -55,7 +75,7 @@ def test_bytes_are_the_payload_plus_crc_plus_resends(tiny_run, frame):
         state = central_model(strategy, config.model, dataset, config.seed, progress=False).state_dict()
         report = payload_report(label, strategy, state)
         assert payloads[label]["total_bytes"] == report["total_bytes"]
-        rows = sent[sent["strategy"] == label]
+        rows = sent[sent["label"] == label]
         assert (rows["bytes_down_payload"] == report["total_bytes"]).all()
         assert (rows["bytes_down_protected"] == report["protected_bytes"]).all()
         assert (
@@ -67,12 +87,12 @@ def test_bytes_are_the_payload_plus_crc_plus_resends(tiny_run, frame):
 
 def test_higher_snr_never_gives_more_bit_errors(frame):
     noisy = frame[(frame["link_model"] == "awgn") & (frame["failure"] == "")]
-    for label, rows in noisy.groupby("strategy"):
-        by_snr = rows.groupby(rows["snr_db"].round(6))["bit_errors_down"].mean().sort_index()
+    for label, rows in noisy.groupby("label"):
+        by_snr = rows.groupby(rows["snr_db_down"].round(6))["bit_errors_down"].mean().sort_index()
         assert len(by_snr) == 3, by_snr
         assert all(a >= b for a, b in zip(by_snr.values, by_snr.values[1:])), (label, by_snr)
     # fp32 sends every value exposed: at 8 dB there are errors.
-    assert noisy[(noisy["strategy"] == "fp32") & (noisy["snr_db"] == 8.0)]["bit_errors_down"].sum() > 0
+    assert noisy[(noisy["label"] == "fp32") & (noisy["snr_db_down"] == 8.0)]["bit_errors_down"].sum() > 0
 
 
 def test_ideal_links_add_no_channel_error(frame):
@@ -80,21 +100,21 @@ def test_ideal_links_add_no_channel_error(frame):
     assert len(ideal) == 2 * 3 * 2
     assert (ideal["bit_errors_down"] == 0).all()
     assert (ideal["bytes_down_resent"] == 0).all()
-    assert ideal["delivered"].all() and ideal["decode_ok"].all()
+    assert ideal["delivered_down"].all() and ideal["decode_ok"].all()
     assert (ideal["recon_nmse_channel_db"] == -math.inf).all()
-    assert (ideal[ideal["strategy"] == "fp32"]["recon_nmse_db"] == -math.inf).all()
+    assert (ideal[ideal["label"] == "fp32"]["recon_nmse_db"] == -math.inf).all()
     # quantisation error is the compression part, and the whole error on an ideal link
-    q8 = ideal[ideal["strategy"] == "q8"]
+    q8 = ideal[ideal["label"] == "q8"]
     assert (q8["recon_nmse_compression_db"] < -20).all()
     assert (q8["recon_nmse_db"] == q8["recon_nmse_compression_db"]).all()
     # conv kernels alone: exact for fp32, quantisation noise only for q8
-    assert (ideal[ideal["strategy"] == "fp32"]["recon_nmse_conv_db"] == -math.inf).all()
+    assert (ideal[ideal["label"] == "fp32"]["recon_nmse_conv_db"] == -math.inf).all()
     assert (q8["recon_nmse_conv_db"] < -20).all() and q8["recon_nmse_conv_db"].notna().all()
 
 
 def test_conv_kernel_error_grows_as_the_snr_falls(frame):
-    noisy = frame[(frame["link_model"] == "awgn") & frame["decode_ok"] & (frame["strategy"] == "skew-dof8")]
-    by_snr = noisy.groupby("snr_db")["recon_nmse_conv_db"].mean().sort_index()
+    noisy = frame[(frame["link_model"] == "awgn") & frame["decode_ok"] & (frame["label"] == "skew-dof8")]
+    by_snr = noisy.groupby("snr_db_down")["recon_nmse_conv_db"].mean().sort_index()
     assert len(by_snr) >= 2 and by_snr.iloc[0] >= by_snr.iloc[-1]
 
 
@@ -108,7 +128,7 @@ def test_fp32_over_ideal_links_has_the_central_accuracy(frame):
     dataset = load_dataset(config.data.dataset)
     model = central_model(build({"strategy": "raw"}), config.model, dataset, config.seed, progress=False)
     fleet = Fleet.from_config(config.fleet, config.seed)
-    rows = frame[(frame["link_model"] == "ideal") & (frame["strategy"] == "fp32")]
+    rows = frame[(frame["link_model"] == "ideal") & (frame["label"] == "fp32")]
     for _, row in rows.iterrows():
         split = device_split(dataset, config.data, len(fleet), fleet.device(int(row["device_id"])).partition, config.seed)
         accuracy, loss = evaluate(model, dataset.test_x[split.test_idx], dataset.test_y[split.test_idx])
@@ -132,7 +152,7 @@ def test_a_device_that_raises_is_failed_and_the_run_goes_on(tiny_run, frame):
 def test_summary_matches_the_rows(tiny_run, frame):
     summary = json.loads((tiny_run / "summary.json").read_text())
     for label, s in summary["strategies"].items():
-        rows = frame[frame["strategy"] == label]
+        rows = frame[frame["label"] == label]
         assert s["bytes_down_total"] == int(rows["bytes_down"].fillna(0).sum())
         per_device = rows.dropna(subset=["accuracy"]).groupby("device_id")["accuracy"].mean()
         assert s["accuracy_mean"] == pytest.approx(per_device.mean())
@@ -162,16 +182,18 @@ def test_federated_aggregate_leaves_out_updates_that_are_not_finite():
     import torch
 
     from strategies.registry import build
-    from testbed.orchestrator import Experiment
+    from testbed.scenarios import RoundResults, Upload
+    from testbed.scenarios.federated import Federated
 
-    experiment = Experiment.__new__(Experiment)  # only the aggregation's state, no run folder
-    experiment.labels = ["a"]
-    experiment.strategies = {"a": build({"strategy": "raw"})}
-    experiment.uplink = build({"strategy": "raw"})
-    experiment.states = {"a": {"w": torch.zeros(3)}}
-    good = experiment.uplink.encode({"w": torch.ones(3)}).to_bytes()
-    bad = experiment.uplink.encode({"w": torch.tensor([float("nan"), 1.0, 1.0])}).to_bytes()
-    rows = [{"strategy": "a", "device_id": d, "_n_train": 10, "failure": ""} for d in (0, 1)]
-    experiment._aggregate(1, rows, {"a/0": good, "a/1": bad})
-    assert torch.equal(experiment.states["a"]["w"], torch.ones(3))
-    assert rows[0]["failure"] == "" and rows[1]["failure"].startswith("uplink update not finite")
+    scenario = Federated(Federated.Options(uplink={"strategy": "raw"}), tiny_config("scenario.name=federated"))
+    server = type("Server", (), {"labels": ["a"], "strategies": {"a": build({"strategy": "raw"})}})()
+    scenario.states = {"a": {"w": torch.zeros(3)}}
+    scenario.payloads = {}
+    good = scenario.uplink.encode({"w": torch.ones(3)}).to_bytes()
+    bad = scenario.uplink.encode({"w": torch.tensor([float("nan"), 1.0, 1.0])}).to_bytes()
+    rows = [{"label": "a", "device_id": d, "failure": ""} for d in (0, 1)]
+    scenario.absorb(server, 1, RoundResults(rows, {("a", 0): Upload(good, {"weight": 10}), ("a", 1): Upload(bad, {"weight": 10})}))
+    assert torch.equal(scenario.states["a"]["w"], torch.ones(3))
+    assert rows[0]["failure"] == "" and rows[1]["failure"].startswith("up update not finite")
+    # the next round's downlink is the new global model
+    assert torch.equal(build({"strategy": "raw"}).decode(scenario.payloads["a"], {"w": torch.zeros(3)})["w"], torch.ones(3))

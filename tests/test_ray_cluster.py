@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import run_tiny
+from conftest import FAULTY, run_tiny
 from testbed.engine import local_ray_head
 
 
@@ -17,5 +17,6 @@ def ray_cluster():
 
 
 def test_run_on_a_cluster_by_address_gives_the_local_metrics(ray_cluster, tiny_run, tmp_path):
-    out = run_tiny(tmp_path / "run", "engine.devices_per_node=1", ray_address=ray_cluster)
+    out = run_tiny(tmp_path / "run", *FAULTY, "scenario.measurements=[nmse_conv]", "engine.devices_per_node=1",
+                   ray_address=ray_cluster)
     assert (out / "metrics.csv").read_text() == (tiny_run / "metrics.csv").read_text()

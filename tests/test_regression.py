@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 
 from testbed.config import load_config
-from testbed.orchestrator import run_experiment
+from testbed.runner import run_experiment
 
 REPO = Path(__file__).resolve().parents[1]
 BASELINES = Path(__file__).parent / "data" / "regression"

@@ -6,17 +6,18 @@ import os
 
 import pytest
 
-from conftest import FAIL_DEVICE, run_tiny
-from testbed import metrics
+from conftest import FAIL_DEVICE, FAULTY, run_tiny
 
 KILLED = 3  # the worker emulating this device's cohort exits on the spot
 
 
 @pytest.mark.slow
-def test_a_lost_worker_fails_its_cohort_and_the_run_goes_on(tmp_path, monkeypatch):
-    monkeypatch.setenv("TESTBED_KILL_DEVICES", str(KILLED))
-    out = run_tiny(tmp_path / "run", "rounds=2", "engine.devices_per_node=2", "engine.round_timeout_s=120")
-    frame = metrics.read_metrics(out)
+def test_a_lost_worker_fails_its_cohort_and_the_run_goes_on(tmp_path):
+    import pandas as pd
+
+    out = run_tiny(tmp_path / "run", *FAULTY, f"scenario.kill_devices=[{KILLED}]", "rounds=2",
+                   "engine.devices_per_node=2", "engine.round_timeout_s=120")
+    frame = pd.read_csv(out / "metrics.csv", keep_default_na=False, na_values=["", "nan"])
     assert len(frame) == 2 * 3 * 8  # every (strategy, device) has its row, lost or not
 
     lost_cohort = {KILLED - KILLED % 2, KILLED - KILLED % 2 + 1}

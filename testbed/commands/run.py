@@ -32,7 +32,7 @@ def add_parser(subparsers) -> None:
 def handle(args) -> int:
     from testbed.cli import UserError
     from testbed.config import load_config
-    from testbed.orchestrator import run_experiment
+    from testbed.runner import run_experiment
 
     if args.resume:
         if args.config or args.set or args.overwrite:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import json
+from testbed.commands.listing import print_rows
 
 
 def add_parser(subparsers) -> None:
@@ -15,14 +15,4 @@ def handle(args) -> int:
     from strategies.registry import available
 
     rows = [{"name": name, "description": cls.description} for name, cls in sorted(available().items())]
-    if args.json:
-        print(json.dumps(rows, indent=2))
-        return 0
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table("name", "description", title="registered strategies")
-    for row in rows:
-        table.add_row(row["name"], row["description"])
-    Console().print(table)
-    return 0
+    return print_rows(rows, "registered strategies", args.json)
