@@ -531,7 +531,7 @@ def kernel_nmse(run_dir: Path, round_: int = 1) -> pd.DataFrame:
     from testbed.config import load_config
     from testbed.data import load_dataset
     from testbed.fleet import Fleet
-    from testbed.flower_app import receiver_model
+    from testbed.training import receiver_model
     from testbed.payload import Payload, PayloadError
     from testbed.rng import derive_rng
     from testbed.training import central_model, training_parts

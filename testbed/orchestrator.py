@@ -38,6 +38,7 @@ log = logging.getLogger("testbed.run")
 PROGRESS_FILE = "progress.json"
 STATE_DIR = "state"
 STATE_FILE = "scenario.pt"  # under STATE_DIR: the scenario's and the devices' state after a round
+LOCK_FILE = ".lock"  # held (flock) while a run writes the folder; names the holder
 RUN_FILES = ("config.yaml", "devices.csv", "payloads.json", PROGRESS_FILE, "summary.json", "run.log",
              "metrics.csv", "metrics.parquet", "report.html", f"{TRANSFERS.name}.csv", f"{ROUNDS.name}.csv",
              "measurements.csv")
@@ -125,6 +126,8 @@ class Experiment:
         self.tables = (TRANSFERS, self.measurements, ROUNDS)
 
         self.out.mkdir(parents=True, exist_ok=True)
+        self._lock()
+        progress = self._check_folder()  # again, now that no other run can write the folder
         if self.resume:
             self.rounds_done = int(progress.get("rounds_done", 0))
             self.wall_before = float(progress.get("wall_s", 0.0))
@@ -147,6 +150,32 @@ class Experiment:
                              f"{cfg.rounds} rounds, dataset {cfg.data.dataset} ({self.dataset.description})")
         self.scenario.start(self)
         self.prepared = True
+
+    def _lock(self) -> None:
+        """Hold the folder's lock for the whole run: a second run into it is refused, naming the holder."""
+        import fcntl
+        import os
+        import socket
+
+        handle = open(self.out / LOCK_FILE, "a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            handle.close()
+            raise ConfigError(f"{self.out}: another run is writing this folder ({holder}); wait for it or choose another --out") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+        handle.flush()
+        self._lock_handle = handle  # released when the run ends (or the process does)
+
+    def _unlock(self) -> None:
+        handle = getattr(self, "_lock_handle", None)
+        if handle is not None:
+            handle.close()
+            self._lock_handle = None
 
     def _load_state(self) -> None:
         path = self.out / STATE_DIR / STATE_FILE
@@ -310,6 +339,7 @@ class Experiment:
     def finish(self) -> dict | None:
         """The wide view, summary.json and the report from whatever rounds are done."""
         if not self.prepared:
+            self._unlock()
             return None
         measurements = self.measurements.read(self.out)
         transfers = TRANSFERS.read(self.out)
@@ -348,6 +378,7 @@ class Experiment:
             log.removeHandler(self._log_handler)
             self._log_handler.close()
             self._log_handler = None
+        self._unlock()
         return summary
 
     def _write_report(self) -> None:

@@ -170,9 +170,12 @@ class Table:
 
     def markdown(self) -> str:
         """The docs' column table."""
-        lines = [f"`{self.name}.csv`: {self.row}.", "", "| column | type | unit | meaning |", "|---|---|---|---|"]
+        wide = any(c.wide for c in self.columns)
+        head = "| column | type | unit | meaning |" + (" in metrics.csv (`{t}`: the transfer) |" if wide else "")
+        lines = [f"`{self.name}.csv`: {self.row}.", "", head, "|---|---|---|---|" + ("---|" if wide else "")]
         for c in self.columns:
-            lines.append(f"| `{c.name}` | {c.dtype} | {c.unit} | {c.meaning} |")
+            cell = (f" `{c.wide}` |" if c.wide else " |") if wide else ""
+            lines.append(f"| `{c.name}` | {c.dtype} | {c.unit} | {c.meaning} |{cell}")
         return "\n".join(lines) + "\n"
 
 
