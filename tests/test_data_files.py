@@ -132,6 +132,7 @@ def test_npz_float_colour_and_a_path_relative_to_the_config(tmp_path, digits):
     (tmp_path / "data").mkdir()
     np.savez_compressed(tmp_path / "data" / "c.npz", x_train=colour[:30], y_train=y[:30], x_test=colour[30:], y_test=y[30:])
     data = load_data(files("data/c.npz", "npz"), base_dir=tmp_path)
+    assert load_data(files(tmp_path / "data" / "c.npz", "npz")) is data  # cached under the resolved path
     assert data.input_shape == (3, 28, 28) and data.num_classes == 2
     assert len(set(data.mean)) == 3  # one statistic per channel
     assert_standardised(data)
@@ -271,6 +272,12 @@ def test_files_options_are_checked_when_the_config_loads(tmp_path, data, expecte
     with pytest.raises(ConfigError) as err:
         load_config(path)
     assert str(err.value).startswith(f"{path}: {expected}") and "\n" not in str(err.value)
+
+
+def test_the_example_config_for_own_data_loads_and_names_its_file():
+    config = load_config(ROOT / "configs" / "own_data.yaml")
+    assert config.data.dataset == "files" and config.data.format == "npz"
+    load_one_line_error(config.data, ROOT / "configs" / "my_data.npz", "not found", base_dir=ROOT / "configs")
 
 
 def test_test_fraction_is_for_image_folders_only(tmp_path, digits):

@@ -1,4 +1,7 @@
-"""MonoCNN layers (seed 003): conv filters generated from a few learnable seed filters.
+"""MonoCNN layers: conv filters generated from a few learnable seed filters.
+
+From *Towards Transmission-Friendly and Robust CNN Models over Cloud and Device*
+(arXiv:2207.09616).
 
 A :class:`MonoConv2d` learns ``s`` seed filters [s, C_in, k, k]. Its C_out
 filters come from a fixed filter generation function (FGF) whose random
