@@ -121,11 +121,13 @@ class DataConfig(Section):
 
     @model_validator(mode="after")
     def _files_options(self):
-        if self.dataset == "files" and (self.path is None or self.format is None):
-            raise ValueError("dataset files needs data.path (a folder or .npz file) and data.format")
         given = [k for k in ("path", "format", "test_fraction") if getattr(self, k) is not None]
         if self.dataset != "files" and given:
             raise ValueError(f"{', '.join('data.' + k for k in given)}: options of dataset files, not {self.dataset}")
+        if self.dataset == "files" and (self.path is None or self.format is None):
+            raise ValueError("dataset files needs data.path (a folder or .npz file) and data.format")
+        if self.test_fraction is not None and self.format != "image-folder":
+            raise ValueError(f"data.test_fraction: for format image-folder only, not {self.format}")
         return self
 
 

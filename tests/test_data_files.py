@@ -68,6 +68,15 @@ def assert_standardised(data):
         assert abs(x[:, c].mean()) < 1e-4 and abs(x[:, c].std() - 1) < 1e-3
 
 
+def test_the_callers_arrays_are_left_alone():
+    from testbed.data import dataset_from_arrays
+
+    x = np.random.default_rng(0).random((10, 4, 4), dtype=np.float32)
+    before = x.copy()
+    data = dataset_from_arrays("t", "t", x, np.arange(10) % 2, x, np.arange(10) % 2)
+    assert np.array_equal(x, before) and not np.array_equal(data.train_x.numpy()[:, 0], x)
+
+
 # ---- idx ------------------------------------------------------------------------------
 
 
@@ -264,6 +273,7 @@ def test_image_folder_split_layout_errors(tmp_path, digits):
         ({"dataset": "files", "path": "x.npz", "format": "csv"}, "data.format: Value error, unknown format 'csv'"),
         ({"dataset": "mnist", "path": "x.npz"}, "data: Value error, data.path: options of dataset files, not mnist"),
         ({"dataset": "files", "path": "x", "format": "idx", "test_fraction": 1.5}, "data.test_fraction:"),
+        ({"dataset": "files", "path": "x", "format": "npz", "test_fraction": 0.1}, "data: Value error, data.test_fraction: for format image-folder only, not npz"),
     ],
 )
 def test_files_options_are_checked_when_the_config_loads(tmp_path, data, expected):
@@ -278,12 +288,6 @@ def test_the_example_config_for_own_data_loads_and_names_its_file():
     config = load_config(ROOT / "configs" / "own_data.yaml")
     assert config.data.dataset == "files" and config.data.format == "npz"
     load_one_line_error(config.data, ROOT / "configs" / "my_data.npz", "not found", base_dir=ROOT / "configs")
-
-
-def test_test_fraction_is_for_image_folders_only(tmp_path, digits):
-    x, y = pick(digits, [0, 1], 5)
-    np.savez(tmp_path / "d.npz", x_train=x, y_train=y, x_test=x, y_test=y)
-    load_one_line_error(files(tmp_path / "d.npz", "npz", test_fraction=0.1), "test_fraction applies to format image-folder only")
 
 
 # ---- a whole run -------------------------------------------------------------------------

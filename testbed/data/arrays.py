@@ -32,12 +32,12 @@ def _images(array: np.ndarray, where: str) -> np.ndarray:
         raise DatasetError(f"{where}: shape {a.shape}; images are N x H x W or N x H x W x C")
     if len(a) == 0:
         raise DatasetError(f"{where}: holds no images")
-    if a.dtype == np.uint8:
-        return np.ascontiguousarray(a, dtype=np.float32) / np.float32(255)
-    if not np.issubdtype(a.dtype, np.floating):
+    if a.dtype != np.uint8 and not np.issubdtype(a.dtype, np.floating):
         raise DatasetError(f"{where}: dtype {a.dtype}; images are uint8 (0..255) or float")
-    x = np.ascontiguousarray(a, dtype=np.float32)
-    if not np.isfinite(x).all():
+    x = np.array(a, dtype=np.float32, order="C")  # a copy: standardised in place, the caller's array untouched
+    if a.dtype == np.uint8:
+        x /= np.float32(255)
+    elif not np.isfinite(x).all():
         raise DatasetError(f"{where}: holds NaN or infinite values")
     return x
 

@@ -75,8 +75,6 @@ def load_files(source: DataSource) -> Dataset:
     path = source.path
     if not path.exists():
         raise DatasetError(f"{path}: not found (data.path of dataset files)")
-    if source.test_fraction is not None and source.format != "image-folder":
-        raise DatasetError(f"{path}: data.test_fraction applies to format image-folder only, not {source.format}")
     num_classes, extra = None, ""
     if source.format == "idx":
         arrays, sources = _idx_arrays(path)
