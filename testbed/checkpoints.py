@@ -10,11 +10,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from testbed.atomic import atomic_write
 
 ENV_CACHE_DIR = "TESTBED_CACHE_DIR"
 DEFAULT_CACHE_DIR = Path("~/.cache/testbed/checkpoints")
@@ -51,11 +52,5 @@ def load_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]
 
 def save_checkpoint(path: Path, state: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save({"state": {k: v.detach().cpu().clone() for k, v in state.items()}, "meta": meta}, f)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    blob = {"state": {k: v.detach().cpu().clone() for k, v in state.items()}, "meta": meta}
+    atomic_write(path, lambda f: torch.save(blob, f))

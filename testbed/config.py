@@ -13,11 +13,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from testbed.errors import ConfigError
 from testbed.recipes import TrainConfig
-
-
-class ConfigError(ValueError):
-    """A config that cannot be used; the message is one line naming key and file."""
 
 
 class Section(BaseModel):
@@ -92,17 +89,60 @@ class PartitionConfig(Section):
 
 
 class DataConfig(Section):
-    dataset: Literal["mnist", "mnist-sample", "cifar10"] = "mnist"
+    dataset: str = "mnist"  # a registered dataset (testbed.data.registry): mnist, mnist-sample, cifar10, files
     dir: str | None = None  # else $TESTBED_DATA_DIR, else ~/.cache/testbed/data
+    # dataset files: a folder or .npz file (relative: to the config file's folder), its format,
+    # and for an image folder without train/ and test/ the fraction of each class held out for testing
+    path: str | None = None
+    format: str | None = None  # idx | npz | image-folder (testbed.data.files)
+    test_fraction: float | None = Field(default=None, gt=0, lt=1)  # default 0.2 (testbed.data.image_folder)
     partition: PartitionConfig = PartitionConfig()
     test_per_device: int = Field(default=100, ge=1)  # local test split size
     train_per_device: int | None = Field(default=None, ge=1)  # local training split (federated)
 
+    @field_validator("dataset")
+    @classmethod
+    def _registered(cls, name):
+        from testbed.data.registry import DATASETS
+
+        if name not in DATASETS.names():
+            raise ValueError(DATASETS.unknown(name))
+        return name
+
+    @field_validator("format")
+    @classmethod
+    def _known_format(cls, value):
+        from testbed.data.files import FORMATS
+
+        if value is not None and value not in FORMATS:
+            raise ValueError(f"unknown format {value!r}; known: {', '.join(FORMATS)}")
+        return value
+
+    @model_validator(mode="after")
+    def _files_options(self):
+        given = [k for k in ("path", "format", "test_fraction") if getattr(self, k) is not None]
+        if self.dataset != "files" and given:
+            raise ValueError(f"{', '.join('data.' + k for k in given)}: options of dataset files, not {self.dataset}")
+        if self.dataset == "files" and (self.path is None or self.format is None):
+            raise ValueError("dataset files needs data.path (a folder or .npz file) and data.format")
+        if self.test_fraction is not None and self.format != "image-folder":
+            raise ValueError(f"data.test_fraction: for format image-folder only, not {self.format}")
+        return self
+
 
 class ModelConfig(Section):
-    arch: str = "deepcnn"  # deepcnn | resnet18
-    width: int | None = Field(default=None, ge=1)  # first-stage channels; default 32 (deepcnn), 64 (resnet18)
+    arch: str = "deepcnn"  # a registered model (testbed.models.registry): deepcnn, resnet18
+    width: int | None = Field(default=None, ge=1)  # first-stage channels; default: the model's own (32 deepcnn, 64 resnet18)
     train: TrainConfig = TrainConfig()
+
+    @field_validator("arch")
+    @classmethod
+    def _registered(cls, name):
+        from testbed.models.registry import MODELS
+
+        if name not in MODELS.names():
+            raise ValueError(MODELS.unknown(name))
+        return name
 
 
 class EngineConfig(Section):

@@ -52,13 +52,13 @@ class NodeWorld:
 
     def __init__(self, config, base_dir: str):
         from strategies.registry import build
-        from testbed.data import load_dataset
+        from testbed.data import load_data
         from testbed.fleet import Fleet
         from testbed.scenarios import build_scenario
 
         self.config = config
         self.fleet = Fleet.from_config(config.fleet, config.seed, base_dir=base_dir)
-        self.dataset = load_dataset(config.data.dataset, config.data.dir)
+        self.dataset = load_data(config.data, base_dir)
         self.strategies = {label: build(spec) for label, spec in config.strategy_specs().items()}
         self.scenario = build_scenario(config)
         self.measurements = self.scenario.measurements_table(self.scenario.options)

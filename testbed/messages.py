@@ -15,7 +15,6 @@ record types; everything else works on these dataclasses.
 from __future__ import annotations
 
 import json
-import torch
 from flwr.app import ArrayRecord, ConfigRecord, Message, RecordDict
 
 from testbed.device import CohortReply, DeviceKey, RoundJob

@@ -108,7 +108,7 @@ class Experiment:
 
     def prepare(self) -> None:
         from strategies.registry import build
-        from testbed.data import load_dataset
+        from testbed.data import load_data
         from testbed.fleet import Fleet
         from testbed.scenarios import build_scenario
 
@@ -119,7 +119,7 @@ class Experiment:
         # Everything the run needs is built before the folder is touched: a bad fleet, dataset
         # or strategy leaves an existing run as it was.
         self.fleet = Fleet.from_config(cfg.fleet, cfg.seed, base_dir=self.base_dir)
-        self.dataset = load_dataset(cfg.data.dataset, cfg.data.dir)
+        self.dataset = load_data(cfg.data, self.base_dir)
         self.strategies = {label: build(spec) for label, spec in cfg.strategy_specs().items()}
         self.scenario = build_scenario(cfg)
         self.measurements = self.scenario.measurements_table(self.scenario.options)

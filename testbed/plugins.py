@@ -1,80 +1,79 @@
-"""Named plug-ins: the project's own classes, and any installed package's, through entry points.
+"""Registries of things found by name: the project's built-ins, registrations, installed packages.
 
 Every extension point of the testbed (strategies, scenarios, link models,
-datasets, models) is a :class:`Registry`: a name -> class table filled from
-three places, in this order (a later one wins):
+datasets, models) is a :class:`Registry` mapping a name to an object (a class,
+or a factory). Names come from three places, later ones winning: the
+project's own table of ``"module:attribute"`` targets (imported only when asked
+for), :meth:`Registry.register` calls, and the entry points that installed
+packages declare in their pyproject.toml::
 
-1. the project's built-ins, given as ``"module:Class"`` and imported when first used;
-2. classes registered in this process with :meth:`Registry.register`;
-3. entry points of installed packages, group ``testbed.<kind>``, e.g.::
+    [project.entry-points."testbed.scenarios"]
+    myscenario = "mypackage.scenario:MyScenario"
 
-       [project.entry-points."testbed.scenarios"]
-       myscenario = "mypackage.scenario:MyScenario"
-
-The entry point's name is the name configs use.
+The entry point's name is the name configs use. Listing names imports nothing;
+:meth:`Registry.get` imports the one asked for. Any failure is one line of the
+registry's error type.
 """
 
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable, Mapping
 from importlib.metadata import entry_points
-from typing import Generic, TypeVar
-
-T = TypeVar("T")
 
 
-class Registry(Generic[T]):
-    def __init__(self, kind: str, group: str, base: type, builtin: dict[str, str]):
-        self.kind = kind  # "scenario", "strategy": how messages name one
-        self.group = group  # the entry-point group, "testbed.scenarios"
-        self.base = base
-        self.builtin = dict(builtin)
-        self._registered: dict[str, type[T]] = {}
+class Registry:
+    def __init__(self, kind: str, group: str, builtin: Mapping[str, str], error: type[Exception] = KeyError,
+                 base: type | None = None):
+        self.kind = kind  # "dataset", "scenario": how messages name an entry
+        self.group = group  # the entry-point group of installed packages
+        self._builtin = dict(builtin)
+        self._registered: dict[str, object] = {}
+        self._error = error
+        self._base = base  # entries must be subclasses of it (None: any object)
 
-    def register(self, cls: type[T], name: str | None = None) -> type[T]:
-        """Make ``cls`` available under ``name`` (default ``cls.name``); usable as a class decorator."""
-        name = name or getattr(cls, "name", "")
-        if not name:
-            raise ValueError(f"{cls.__qualname__} has no name")
-        self._check(cls, name)
-        self._registered[name] = cls
-        return cls
+    def register(self, name: str) -> Callable:
+        """Decorator: make the decorated object available under ``name``."""
 
-    def _check(self, cls, where: str) -> None:
-        if not (isinstance(cls, type) and issubclass(cls, self.base)):
-            raise TypeError(f"{where} is not a {self.base.__name__} subclass")
+        def add(obj):
+            self._check(name, obj)
+            self._registered[name] = obj
+            return obj
 
-    def _load(self, target: str) -> type[T]:
-        module, _, attr = target.partition(":")
-        cls = getattr(importlib.import_module(module), attr)
-        self._check(cls, target)
-        return cls
+        return add
 
-    def available(self) -> dict[str, type[T]]:
-        found: dict[str, type[T]] = {}
-        for name, target in self.builtin.items():
-            try:
-                found[name] = self._load(target)
-            except ModuleNotFoundError as exc:  # a built-in left out of this checkout
-                if exc.name != target.partition(":")[0]:
-                    raise
-        found.update(self._registered)
-        for ep in entry_points(group=self.group):
-            cls = ep.load()
-            self._check(cls, f"entry point {ep.name} = {ep.value}")
-            found[ep.name] = cls
-        return found
+    def _check(self, name: str, obj) -> None:
+        if self._base is not None and not (isinstance(obj, type) and issubclass(obj, self._base)):
+            raise self._error(f"{self.kind} {name!r}: {obj!r} is not a {self._base.__name__} subclass")
+
+    def _entry_points(self) -> dict:
+        return {ep.name: ep for ep in entry_points(group=self.group)}
 
     def names(self) -> list[str]:
-        return sorted(self.available())
+        return sorted({*self._builtin, *self._registered, *self._entry_points()})
 
-    def get(self, name: str) -> type[T]:
-        """The class registered as ``name``; KeyError with a one-line message listing the known names."""
-        if name in self._registered:
-            return self._registered[name]
-        if name in self.builtin:
-            return self._load(self.builtin[name])
-        found = self.available()
-        if name not in found:
-            raise KeyError(f"unknown {self.kind} {name!r}; registered: {', '.join(sorted(found))}")
-        return found[name]
+    def unknown(self, name: str) -> str:
+        """The one-line message for a name nobody registered."""
+        return f"unknown {self.kind} {name!r}; registered: {', '.join(self.names())}"
+
+    def get(self, name: str):
+        installed = self._entry_points()
+        if name in installed:
+            ep = installed[name]
+            try:
+                obj = ep.load()
+            except Exception as exc:  # noqa: BLE001 - a broken package is the user's one-line error
+                raise self._error(f"{self.kind} {name!r}: entry point {ep.value} cannot be loaded ({exc})") from None
+        elif name in self._registered:
+            obj = self._registered[name]
+        elif name in self._builtin:
+            module, _, attr = self._builtin[name].partition(":")
+            obj = getattr(importlib.import_module(module), attr)
+        else:
+            raise self._error(self.unknown(name))
+        self._check(name, obj)
+        return obj
+
+    def available(self) -> dict[str, object]:
+        """Every entry, loaded (for listings)."""
+        return {name: self.get(name) for name in self.names()}

@@ -2,8 +2,9 @@
 
 All shuffling comes from a ``torch.Generator`` seeded by the caller, and model
 initialisation from a seed derived from the run seed, so a seeded run is
-reproducible. Models with MonoConv2d layers get gradient-norm clipping at 5
-(|w|^e with e < 1 has a steep gradient near 0), as in the MonoCNN authors' code.
+reproducible. A module may ask for gradient-norm clipping by carrying a
+``grad_clip_norm`` attribute (MonoConv2d layers carry 5); the loop clips the
+whole model's gradient at the smallest value any of its modules asks for.
 """
 
 from __future__ import annotations
@@ -18,10 +19,8 @@ from torch import nn
 
 from testbed.checkpoints import checkpoint_key, checkpoint_path, load_checkpoint, save_checkpoint
 from testbed.models import build_model
-from testbed.models.monoconv import has_monoconv
 from testbed.rng import derive_seed
 
-MONOCNN_GRAD_CLIP = 5.0
 Progress = Callable[[int, int, float], None]  # (step, total steps, loss of the step)
 
 
@@ -41,6 +40,12 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
         model.train(was_training)
     n = max(len(x), 1)
     return correct / n, loss_sum / n
+
+
+def grad_clip_norm(model: nn.Module) -> float | None:
+    """The gradient-norm bound the model's modules ask for (their ``grad_clip_norm``), None if none does."""
+    bounds = [m.grad_clip_norm for m in model.modules() if getattr(m, "grad_clip_norm", None) is not None]
+    return min(bounds) if bounds else None
 
 
 def _optimizer(model: nn.Module, cfg) -> torch.optim.Optimizer:
@@ -82,7 +87,7 @@ def _train(model, x, y, cfg, seed: int, schedule: str, progress: Progress | None
     total = max(1, math.ceil(cfg.epochs * steps_per_epoch))
     opt = _optimizer(model, cfg)
     sched = _scheduler(opt, schedule, cfg, total)
-    clip = MONOCNN_GRAD_CLIP if has_monoconv(model) else None
+    clip = grad_clip_norm(model)
     gen = torch.Generator().manual_seed(int(seed))
     model.train()
     loss_sum = 0.0

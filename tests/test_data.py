@@ -12,7 +12,15 @@ import pytest
 from conftest import mnist_data_dir, needs_mnist
 
 from testbed.config import DataConfig
-from testbed.data import DatasetError, clear_cache, device_split, load_dataset, partition_indices, resolve_data_dir
+from testbed.data import (
+    DatasetError,
+    DataSource,
+    clear_cache,
+    device_split,
+    load_dataset,
+    partition_indices,
+    resolve_data_dir,
+)
 from testbed.data.base import md5sum
 from testbed.data.mnist import FILES
 
@@ -72,7 +80,7 @@ def test_missing_cifar_without_download_names_the_file(tmp_path):
 
 
 def test_bad_idx_content_with_right_name_is_reported(tmp_path):
-    from testbed.data.mnist import read_idx
+    from testbed.data.idx import read_idx
 
     path = tmp_path / "x.gz"
     with gzip.open(path, "wb") as f:
@@ -159,7 +167,7 @@ def test_download_path_fetches_checks_and_decodes(tmp_path, monkeypatch):
     from testbed.data import mnist
 
     monkeypatch.setattr(mnist, "MIRROR", (DATA_DIR / "mnist").resolve().as_uri() + "/")
-    d = mnist.load_mnist(tmp_path, download_missing=True)
+    d = mnist.load_mnist(DataSource("mnist", tmp_path, download=True))
     assert tuple(d.test_x.shape) == (10000, 1, 28, 28)
     assert sorted(p.name for p in (tmp_path / "mnist").iterdir()) == sorted(FILES)  # no partial files left
 
@@ -184,7 +192,7 @@ def test_cifar_batches_are_read_without_arbitrary_unpickling(tmp_path):
     good = tmp_path / "good"
     good.write_bytes(pickle.dumps({b"data": np.zeros((2, 3072), np.uint8), b"labels": [1, 2]}))
     x, y = _read_batch(good)
-    assert x.shape == (2, 3, 32, 32) and y.tolist() == [1, 2]
+    assert x.shape == (2, 32, 32, 3) and y.tolist() == [1, 2]
     evil = tmp_path / "evil"
     evil.write_bytes(pickle.dumps({b"data": os.getcwd, b"labels": []}))
     with pytest.raises(DatasetError, match="unexpected type"):

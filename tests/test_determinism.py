@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
+
 from conftest import FAULTY, run_tiny
+
+pytestmark = pytest.mark.slow  # starts Flower on Ray
 
 
 def test_metrics_do_not_depend_on_cohorts_or_workers(tiny_run, tmp_path):

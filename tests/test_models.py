@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import importlib.util
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
 
 from testbed.config import ModelConfig
-from testbed.models import DeepCNN, MonoConv2d, ResNet18, build_model, make_monocnn, parameter_counts
+from testbed.models import DeepCNN, ModelError, MonoConv2d, ResNet18, build_model, make_monocnn, parameter_counts
 from testbed.models.monoconv import FAMILIES, generate_fgf_buffers, is_fgf_buffer
 from testbed.rng import derive_seed
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.parametrize("shape", [(1, 28, 28), (3, 32, 32)])
@@ -37,8 +42,9 @@ def test_resnet18_matches_the_published_size():
 
 
 def test_unknown_arch():
-    with pytest.raises(ValueError, match="unknown model arch 'vgg'"):
-        build_model(ModelConfig(arch="vgg"), (1, 28, 28), 10)
+    # a config with it does not load (tests/test_registries.py); a ModelConfig built without checks fails here
+    with pytest.raises(ModelError, match="unknown model arch 'vgg'; registered: .*deepcnn"):
+        build_model(ModelConfig.model_construct(arch="vgg", width=None), (1, 28, 28), 10)
 
 
 # ---- MonoCNN ---------------------------------------------------------------------
@@ -66,10 +72,21 @@ def test_make_monocnn_with_explicit_layers_and_errors():
     model = make_monocnn(DeepCNN(1, 10, 8), 2, 0, layers=["features.0", "features.11"])
     assert isinstance(model.features[0], MonoConv2d) and isinstance(model.features[11], MonoConv2d)
     assert sum(isinstance(m, MonoConv2d) for m in model.modules()) == 2
-    with pytest.raises(ValueError, match="not conv layers of the model: head"):
+    with pytest.raises(ModelError, match=r"monocnn layers: not conv layers of the model: head \(its convs: features.0, "):
         make_monocnn(DeepCNN(1, 10, 8), 2, 0, layers=["head"])
-    with pytest.raises(ValueError, match="unknown FGF family"):
+    with pytest.raises(ModelError, match="unknown FGF family"):
         make_monocnn(DeepCNN(1, 10, 8), 2, 0, family="cubic")
+
+
+def test_bad_monocnn_layers_are_one_line_from_the_command_line(tmp_path):
+    spec = "strategies=[{label: mono, strategy: monocnn, layers: [features.0, head]}]"
+    run = subprocess.run(
+        [sys.executable, "-m", "testbed", "run", "configs/tiny.yaml", "--out", str(tmp_path / "run"), "--quiet", "--set", spec],
+        capture_output=True, text=True, cwd=ROOT, timeout=300,
+    )
+    assert run.returncode == 2
+    assert run.stderr.startswith("testbed run: error: monocnn layers: not conv layers of the model: head (its convs:")
+    assert run.stderr.count("\n") == 1 and "Traceback" not in run.stderr
 
 
 @pytest.mark.parametrize("family", FAMILIES)

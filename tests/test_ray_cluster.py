@@ -8,6 +8,8 @@ import pytest
 from conftest import FAULTY, run_tiny
 from testbed.engine import local_ray_head
 
+pytestmark = pytest.mark.slow  # starts Flower on Ray
+
 
 @pytest.fixture
 def ray_cluster():

@@ -13,7 +13,7 @@ from strategies.registry import build
 from testbed.config import ModelConfig, TrainConfig
 from testbed.data import load_dataset
 from testbed.models import DeepCNN, make_monocnn
-from testbed.training import central_model, evaluate, train_epochs, train_local
+from testbed.training import central_model, evaluate, grad_clip_norm, train_epochs, train_local
 
 
 DATA_DIR = mnist_data_dir()
@@ -97,6 +97,26 @@ def test_monocnn_gradients_are_clipped_at_5(sample):
     train_epochs(model, x, y, TrainConfig(epochs=1, batch_size=64, lr=1e-9), seed=0)
     clipped = torch.norm(torch.stack([p.grad.norm() for p in model.parameters()])).item()
     assert clipped <= 5.0 + 1e-4
+
+
+def test_any_module_can_ask_for_gradient_clipping(sample):
+    x, y = sample.train_x[:64], sample.train_y[:64]
+
+    def grad_norm_after_training(model):
+        with torch.no_grad():
+            model.head.weight.mul_(1000)
+        train_epochs(model, x, y, TrainConfig(epochs=1, batch_size=64, lr=1e-9), seed=0)
+        return torch.norm(torch.stack([p.grad.norm() for p in model.parameters()])).item()
+
+    torch.manual_seed(0)
+    plain = DeepCNN(1, 10, 4)
+    assert grad_clip_norm(plain) is None and grad_norm_after_training(plain) > 1.0
+    torch.manual_seed(0)
+    asking = DeepCNN(1, 10, 4)
+    asking.features[3].grad_clip_norm = 2.0  # a layer's bound holds for the whole model
+    asking.grad_clip_norm = 1.0  # the smallest bound wins
+    assert grad_clip_norm(asking) == 1.0 and grad_norm_after_training(asking) <= 1.0 + 1e-5
+    assert grad_clip_norm(make_monocnn(DeepCNN(1, 10, 4), 2, 0)) == 5.0
 
 
 def test_checkpoint_cache_hits_on_second_call_and_misses_on_new_seed(sample, tmp_path):

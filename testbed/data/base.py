@@ -1,8 +1,9 @@
-"""What a loaded dataset is, where its files live, and how missing files are fetched.
+"""What a loaded dataset is, what a loader is told, where files live, and how missing ones are fetched.
 
-Every loader returns a :class:`Dataset` of normalised float32 tensors. Any problem
-with the files (missing while offline, truncated, wrong checksum) is one
-:class:`DatasetError` line naming the file and what to do about it.
+A loader takes a :class:`DataSource` and returns a :class:`Dataset` of
+normalised float32 tensors. Any problem with the files (missing while offline,
+truncated, wrong checksum, unreadable) is one :class:`DatasetError` line naming
+the file and what is wrong.
 """
 
 from __future__ import annotations
@@ -25,6 +26,36 @@ class DatasetError(RuntimeError):
     """A dataset that cannot be loaded; the message is one line naming the file."""
 
 
+@dataclass(frozen=True)
+class DataSource:
+    """What a loader is told: the config's data options, paths resolved (also the per-process cache key)."""
+
+    dataset: str
+    data_dir: Path  # data.dir, else $TESTBED_DATA_DIR, else ~/.cache/testbed/data; absolute
+    path: Path | None = None  # data.path (dataset files), absolute
+    format: str | None = None  # data.format (dataset files)
+    test_fraction: float | None = None  # data.test_fraction (dataset files, format image-folder)
+    download: bool = field(default=True, compare=False)  # fetch missing files; never changes what loads
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What a model needs to know of a dataset without loading it."""
+
+    input_shape: tuple[int, int, int]
+    num_classes: int
+
+
+def fixed_shape(input_shape: tuple[int, int, int], num_classes: int):
+    """Decorator: a loader whose input shape and classes are known without loading (its ``info``)."""
+
+    def mark(loader):
+        loader.info = DatasetInfo(tuple(input_shape), num_classes)
+        return loader
+
+    return mark
+
+
 @dataclass
 class Dataset:
     name: str
@@ -34,6 +65,8 @@ class Dataset:
     test_x: torch.Tensor
     test_y: torch.Tensor
     num_classes: int
+    mean: tuple[float, ...] = ()  # the per-channel normalisation: x = (value - mean) / std
+    std: tuple[float, ...] = ()
     _fingerprint: str | None = field(default=None, repr=False)
 
     @property

@@ -11,9 +11,9 @@ import tarfile
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from testbed.data.base import Dataset, DatasetError, check_md5, download
+from testbed.data.arrays import dataset_from_arrays
+from testbed.data.base import Dataset, DatasetError, DataSource, check_md5, download, fixed_shape
 
 URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 ARCHIVE = "cifar-10-python.tar.gz"
@@ -46,21 +46,15 @@ class _BatchUnpickler(pickle.Unpickler):
 
 
 def _read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(images N x 32 x 32 x 3 uint8, labels) of one batch."""
     try:
         with open(path, "rb") as f:
             entry = _BatchUnpickler(f, encoding="bytes").load()
-        data = np.asarray(entry[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
+        data = np.asarray(entry[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
         labels = np.asarray(entry[b"labels"], dtype=np.int64)
     except (pickle.UnpicklingError, KeyError, ValueError, EOFError, TypeError) as exc:
         raise DatasetError(f"{path}: not a CIFAR-10 python batch ({exc}); delete it and download it again") from None
     return data, labels
-
-
-def _normalise(images: np.ndarray) -> torch.Tensor:
-    x = torch.from_numpy(images.astype(np.float32) / 255.0)
-    mean = torch.tensor(MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(STD).view(1, 3, 1, 1)
-    return (x - mean) / std
 
 
 def ensure_files(root: Path, download_missing: bool) -> Path:
@@ -84,16 +78,20 @@ def ensure_files(root: Path, download_missing: bool) -> Path:
     return folder
 
 
-def load_cifar10(root: Path, download_missing: bool = True) -> Dataset:
-    folder = ensure_files(root, download_missing)
+@fixed_shape((3, 32, 32), 10)
+def load_cifar10(source: DataSource) -> Dataset:
+    folder = ensure_files(source.data_dir, source.download)
     train = [_read_batch(folder / name) for name in TRAIN_BATCHES]
     test_x, test_y = _read_batch(folder / "test_batch")
-    return Dataset(
-        name="cifar10",
-        description="CIFAR-10: 50,000 training and 10,000 test colour images, 32x32, 10 classes",
-        train_x=_normalise(np.concatenate([x for x, _ in train])),
-        train_y=torch.from_numpy(np.concatenate([y for _, y in train])),
-        test_x=_normalise(test_x),
-        test_y=torch.from_numpy(test_y),
+    return dataset_from_arrays(
+        "cifar10",
+        "CIFAR-10: 50,000 training and 10,000 test colour images, 32x32, 10 classes",
+        np.concatenate([x for x, _ in train]),
+        np.concatenate([y for _, y in train]),
+        test_x,
+        test_y,
         num_classes=10,
+        mean=MEAN,
+        std=STD,
+        sources=[str(folder / "data_batch_*")] * 2 + [str(folder / "test_batch")] * 2,
     )

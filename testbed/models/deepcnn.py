@@ -1,6 +1,7 @@
 """DeepCNN: the project's own conv-dominated network for 28x28x1 and 32x32x3 inputs (our choice).
 
-The source paper (seed 000) tests a "DeepCNN" it does not publish. Ours: six
+*Leveraging Kernel Symmetry for Joint Compression and Error Mitigation in Edge
+Model Transfer* (arXiv:2604.17371) tests a "DeepCNN" it does not publish. Ours: six
 blocks of 3x3 conv (no bias) - BatchNorm - ReLU with widths w, w, 2w, 2w, 4w, 4w,
 2x2 max pooling after blocks 1, 3 and 5, then global average pooling and one
 linear layer. At w = 32 it has about 288k parameters, over 99% of them in 3x3

@@ -1,4 +1,7 @@
-"""MonoCNN layers (seed 003): conv filters generated from a few learnable seed filters.
+"""MonoCNN layers: conv filters generated from a few learnable seed filters.
+
+From *Towards Transmission-Friendly and Robust CNN Models over Cloud and Device*
+(arXiv:2207.09616).
 
 A :class:`MonoConv2d` learns ``s`` seed filters [s, C_in, k, k]. Its C_out
 filters come from a fixed filter generation function (FGF) whose random
@@ -30,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from testbed.models.registry import ModelError
 from testbed.rng import derive_seed
 
 Family = Literal["monomial", "gaussian", "multiquadric", "inverse_quadratic", "inverse_multiquadric"]
@@ -41,6 +45,9 @@ EPS_RANGE = (1.0, 7.0)
 DEFAULT_TERMS = 5
 # |S|^E with E < 1 has an unbounded gradient at S = 0; the floor keeps it finite (our choice).
 ABS_FLOOR = 1e-12
+# |S|^E with E < 1 is still steep near 0: the training loop clips the gradient norm of any
+# model holding one of these layers at this value, as the MonoCNN authors' code does.
+GRAD_CLIP_NORM = 5.0
 
 
 def generate_fgf_buffers(
@@ -53,7 +60,7 @@ def generate_fgf_buffers(
 ) -> dict[str, torch.Tensor]:
     """The FGF buffers of one layer, a pure function of its seed and architecture."""
     if family not in FAMILIES:
-        raise ValueError(f"unknown FGF family {family!r}; known: {', '.join(FAMILIES)}")
+        raise ModelError(f"unknown FGF family {family!r}; known: {', '.join(FAMILIES)}")
     gen = torch.Generator().manual_seed(int(seed))
     buffers = {}
     if family == "monomial":
@@ -76,6 +83,8 @@ def is_fgf_buffer(state_name: str) -> bool:
 
 
 class MonoConv2d(nn.Module):
+    grad_clip_norm = GRAD_CLIP_NORM  # read by testbed.training for the whole model
+
     def __init__(
         self,
         in_channels: int,
@@ -93,7 +102,7 @@ class MonoConv2d(nn.Module):
     ):
         super().__init__()
         if family not in FAMILIES:
-            raise ValueError(f"unknown FGF family {family!r}; known: {', '.join(FAMILIES)}")
+            raise ModelError(f"unknown FGF family {family!r}; known: {', '.join(FAMILIES)}")
         self.in_channels, self.out_channels = in_channels, out_channels
         self.kernel_size = kernel_size
         self.seeds = min(seeds, out_channels)
@@ -152,7 +161,7 @@ def _selected_convs(model: nn.Module, layers: str | Sequence[str]) -> list[tuple
     convs = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
     if isinstance(layers, str):
         if layers != "stride1_3x3":
-            raise ValueError(f"layers must be 'stride1_3x3' or a list of conv names, got {layers!r}")
+            raise ModelError(f"monocnn layers: 'stride1_3x3' or a list of conv names, not {layers!r}")
         # as in the authors' ResNet-18: the stem and strided or 1x1 convs stay standard
         return [
             (n, m)
@@ -162,11 +171,13 @@ def _selected_convs(model: nn.Module, layers: str | Sequence[str]) -> list[tuple
     by_name = dict(convs)
     unknown = [n for n in layers if n not in by_name]
     if unknown:
-        raise ValueError(f"not conv layers of the model: {', '.join(unknown)}")
+        raise ModelError(
+            f"monocnn layers: not conv layers of the model: {', '.join(unknown)} (its convs: {', '.join(by_name)})"
+        )
     for n in layers:
         m = by_name[n]
         if m.groups != 1 or m.kernel_size[0] != m.kernel_size[1] or isinstance(m.padding, str):
-            raise ValueError(f"{n}: only square, ungrouped convs with numeric padding can become MonoConv2d")
+            raise ModelError(f"monocnn layers: {n}: only square, ungrouped convs with numeric padding can become MonoConv2d")
     return [(n, by_name[n]) for n in layers]
 
 
@@ -204,6 +215,3 @@ def make_monocnn(
         setattr(parent, leaf, mono.to(conv.weight.device))
     return model
 
-
-def has_monoconv(model: nn.Module) -> bool:
-    return any(isinstance(m, MonoConv2d) for m in model.modules())

@@ -16,14 +16,14 @@ from pydantic import ValidationError
 from testbed.plugins import Registry
 from testbed.scenarios.base import DeviceRun, RoundPlan, RoundResults, Scenario, ScenarioOptions, Upload
 
-SCENARIOS: Registry[Scenario] = Registry(
+SCENARIOS = Registry(
     "scenario",
     "testbed.scenarios",
-    Scenario,
     {
         "broadcast": "testbed.scenarios.broadcast:Broadcast",
         "federated": "testbed.scenarios.federated:Federated",
     },
+    base=Scenario,
 )
 
 

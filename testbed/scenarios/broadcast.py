@@ -17,8 +17,6 @@ from __future__ import annotations
 import math
 from typing import ClassVar, Literal
 
-import torch
-
 from testbed import metrics
 from testbed.scenarios.base import DeviceRun, RoundPlan, Scenario, ScenarioOptions, plain_state, state_digest
 from testbed.tables import MODEL_QUALITY, NMSE_CONV
