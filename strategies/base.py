@@ -18,6 +18,10 @@ them with 0.
 
 Segment names start with the tensor name they carry (``conv1.weight``,
 ``conv1.weight/q``), which is how byte counts are attributed to tensors.
+Tensors go in the natural order of their names (``wire_order``), not in the
+order of the state dict: the order of a module's entries changes when a
+parametrisation or a pruning mask is removed, and sender and receiver must
+agree without sharing it.
 """
 
 from __future__ import annotations
@@ -114,11 +118,11 @@ class Strategy:
     # ---- the loop ------------------------------------------------------------------
     def payload_schema(self, template: State) -> PayloadSchema:
         """The segments both ends expect for this template (cached per names, shapes, dtypes)."""
-        signature = tuple((name, tuple(t.shape), str(t.dtype)) for name, t in template.items())
+        signature = tuple((name, tuple(t.shape), str(t.dtype)) for name, t in wire_order(template))
         schema = self._schemas.get(signature)
         if schema is None:
             specs = []
-            for name, like in template.items():
+            for name, like in wire_order(template):
                 if is_batch_counter(name):
                     continue
                 if self.handles(name, like):
@@ -136,7 +140,7 @@ class Strategy:
     def encode(self, state: State) -> Payload:
         coding = self.coding
         segments: list[Segment] = []
-        for name, tensor in state.items():
+        for name, tensor in wire_order(state):
             if is_batch_counter(name):
                 continue
             if self.handles(name, tensor):
@@ -170,6 +174,15 @@ class Strategy:
 
 
 # ---- shared tensor coding -----------------------------------------------------
+
+
+def wire_order(state: State) -> list[tuple[str, torch.Tensor]]:
+    """The tensors in the natural order of their names (``features.2`` before ``features.10``)."""
+
+    def key(name: str) -> tuple:
+        return tuple((0, int(part), "") if part.isdigit() else (1, 0, part) for part in name.split("."))
+
+    return sorted(state.items(), key=lambda item: key(item[0]))
 
 
 def is_conv_kernel(tensor: torch.Tensor) -> bool:

@@ -218,7 +218,7 @@ def run_cohort(content: RecordDict, federated: bool) -> tuple[list[dict], dict[s
             refs[j] = record_to_state(content[f"ref/{j}"])
         reference, power = refs[j], float(job["ref_power"][i])
         raw = payload_bytes[label]
-        payload = Payload.from_bytes(raw)
+        payload = world.strategies[label].read(raw, world.templates[label])
         clean = _clean_decode(world, label, payload, raw)
         strategy = world.strategies[label]
         for device_id in job["devices"]:

@@ -282,7 +282,7 @@ class Experiment:
                 if raw is None:
                     continue
                 try:
-                    delta = self.uplink.decode(Payload.from_bytes(raw), template)
+                    delta = self.uplink.decode(self.uplink.read(raw, template), template)
                 except PayloadError as exc:
                     row["failure"] = f"uplink decode: {exc}"
                     continue

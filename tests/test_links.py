@@ -354,7 +354,7 @@ def test_realistic_quantised_model_over_a_noisy_link():
     link = make_link(LinkParams("awgn", snr_db=4.0, packet_bytes=16, max_attempts=200))
     t = link.transmit(payload, derive_rng(0, "realistic"))
     assert t.stats.delivered and t.stats.bit_errors > 0
-    received = Payload.from_bytes(t.received.to_bytes())  # protected checksums still hold
+    received = strategy.read(t.received.to_bytes(), state)  # protected checksums still hold
     decoded = strategy.decode(received, state)
     clean = strategy.decode(payload, state)
     err = (decoded["2.weight"] - clean["2.weight"]).abs()
@@ -431,7 +431,7 @@ def test_link_properties(spec, params, seed):
         assert s.bit_errors == 0
     if params.model != "erasure":
         assert t.erased == {} and s.packets_lost == 0
-    assert Payload.from_bytes(r.to_bytes()) == r  # the protected checksums still hold
+    assert Payload.from_bytes(r.to_bytes(), r.schema) == r  # the protected checksums still hold
 
 
 # ---- repetition coding of protected packets ------------------------------------------------

@@ -544,3 +544,17 @@ def test_quickstart_framing_goals() -> None:
         assert report["segments"][0]["bytes"] <= 64, label
     dof = payloads["skew-dof8"][2]
     assert dof["segments"][0]["bytes"] <= 0.01 * dof["total_bytes"]
+
+
+@pytest.mark.parametrize("spec", [{"strategy": "quantise", "bits": 8}, {"strategy": "prune", "keep": 0.5}])
+def test_the_order_of_the_state_dict_does_not_matter(spec: dict) -> None:
+    """Removing a parametrisation or a pruning mask moves ``weight`` after ``bias``; both ends still agree."""
+    state = tiny_state()
+    shuffled = dict(reversed(list(state.items())))
+    strategy = build(spec)
+    assert strategy.payload_schema(shuffled) == strategy.payload_schema(state)
+    decoded = strategy.decode(strategy.read(strategy.encode(shuffled).to_bytes(), state), state)
+    expected = strategy.decode(strategy.encode(state), state)
+    assert list(decoded) == list(state)
+    for name in state:
+        assert torch.equal(decoded[name], expected[name]), name

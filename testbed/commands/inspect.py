@@ -127,11 +127,13 @@ def print_reports(reports: list[dict], config, trained: bool, summary_only: bool
     console.print(f"[bold]{config.model.arch}[/] for {config.data.dataset}, {weights}")
     summary = Table(title="payloads (ratios against float32)", box=box.SIMPLE_HEAD, pad_edge=False)
     summary.add_column("strategy", min_width=min(24, max(len(r["label"]) for r in reports)))
-    for column in ("kind", "bits", "total\nbytes", "protected\nbytes", "model\nratio", "conv\nratio"):
+    columns = ("kind", "bits", "total\nbytes", "protected\nbytes", "framing\nbytes", "model\nratio", "conv\nratio")
+    for column in columns:
         summary.add_column(column, justify="left" if column == "kind" else "right", no_wrap=True)
     for r in reports:
+        framing = r["segments"][0]["bytes"]  # payload_report's first row: header and checksum
         summary.add_row(r["label"], r["strategy"], str(r["bits"] or "-"), f"{r['total_bytes']:,}",
-                        f"{r['protected_bytes']:,}", _ratio(r["model_ratio"]), _ratio(r["conv_ratio"]))
+                        f"{r['protected_bytes']:,}", f"{framing:,}", _ratio(r["model_ratio"]), _ratio(r["conv_ratio"]))
     console.print(summary)
     if summary_only:
         return
