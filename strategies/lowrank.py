@@ -1,12 +1,12 @@
-"""Low-rank factorisation of weight matrices (update compression by matrix factorisation).
+"""Low-rank factorisation of weight matrices: update compression by matrix factorisation.
 
 Each weight of two or more dimensions is seen as a matrix C_out x (C_in*k*k)
 and sent as its truncated SVD, U*S (m x r) and V (n x r), through the value
 coding; vectors (biases, BatchNorm) go as they are. It is meant for model
 *updates* (the federated uplink, a refreshed model), whose deltas are close to
-low rank; on a whole model it is lossy. The paper's second variant, training
-U and V directly with the deployed weights frozen, is a training procedure,
-not a codec, and is not implemented here (our choice).
+low rank; on a whole model it is lossy. A second variant, training U and V
+directly with the deployed weights frozen, is a training procedure, not a
+codec, and is not implemented here (our choice).
 
 The rank is ``rank`` (capped by the matrix size), or the smallest rank keeping
 a fraction ``energy`` of the squared singular values. A tensor whose factors
@@ -20,11 +20,11 @@ sent whole); the value segments are then optional in the payload's schema
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import torch
 from pydantic import ConfigDict, Field, model_validator
-
-from dataclasses import replace
 
 from strategies.base import State, Strategy, StrategyOptions, decode_plain, encode_plain, plain_specs
 from strategies.values import decode_values, encode_values, value_specs

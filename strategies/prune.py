@@ -152,11 +152,15 @@ class PruneStrategy(Strategy):
     def handles(self, name: str, tensor: torch.Tensor) -> bool:
         return is_conv_kernel(tensor)
 
+    @property
+    def protects_positions(self) -> bool:
+        return self.options.positions == "protected"
+
     def tensor_specs(self, name: str, like: torch.Tensor) -> list[SegmentSpec]:
         n, m = like.numel(), self.kept_count(tuple(like.shape))
         _, position_bytes = positions_nbytes(n, m)
-        protect = self.options.positions == "protected"
-        return [*value_specs(name, m, self.coding), SegmentSpec(f"{name}/pos", FORMAT_BYTES, protect, position_bytes)]
+        positions = SegmentSpec(f"{name}/pos", FORMAT_BYTES, self.protects_positions, position_bytes)
+        return [*value_specs(name, m, self.coding), positions]
 
     def encode_tensor(self, name: str, tensor: torch.Tensor) -> list[Segment]:
         weights = tensor.detach().to(torch.float32).cpu().numpy()
@@ -167,10 +171,9 @@ class PruneStrategy(Strategy):
             positions = pack_indices(np.flatnonzero(mask), index_bits(n))
         else:
             positions = bitpack.pack(mask.astype(np.uint8), 1)
-        protect = self.options.positions == "protected"
         return [
             *encode_values(name, weights.reshape(-1)[mask], self.coding, rows=1),
-            Segment(f"{name}/pos", positions, protect, FORMAT_BYTES),
+            Segment(f"{name}/pos", positions, self.protects_positions, FORMAT_BYTES),
         ]
 
     def decode_tensor(self, payload: Payload, name: str, like: torch.Tensor, template: State) -> torch.Tensor:
@@ -190,6 +193,6 @@ class PruneStrategy(Strategy):
         else:
             positions = unpack_indices(segment.data, m, index_bits(n))
             positions = positions[positions < n]
-        if segment.protected and (len(positions) != m or (kind == INDICES and np.any(np.diff(positions) <= 0))):
+        if self.protects_positions and (len(positions) != m or (kind == INDICES and np.any(np.diff(positions) <= 0))):
             raise PayloadError(segment.name, f"lists {len(positions)} valid positions in order, expected {m}")
         return positions

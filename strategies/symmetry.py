@@ -1,4 +1,7 @@
-"""Kernel-symmetry DoF codec (seed 000): send the free values of symmetric conv kernels.
+"""Kernel-symmetry DoF codec: send the free values of symmetric conv kernels.
+
+The codec of *Leveraging Kernel Symmetry for Joint Compression and Error
+Mitigation in Edge Model Transfer* (arXiv:2604.17371).
 
 A k x k conv kernel invariant under a symmetry group has ``dof`` free values
 theta = B^T vec(W) (B: orthonormal DoF basis of ``testbed.symmetry``). Modes:
@@ -12,10 +15,10 @@ theta = B^T vec(W) (B: orthonormal DoF basis of ``testbed.symmetry``). Modes:
   format of ``dof``; the sender never refuses).
 
 Conv kernels are 4-D float tensors with square k x k kernels, k > 1
-(``strategies.base.is_conv_kernel``); every other tensor is sent as it is. Wire layout of a kernel:
-``NAME`` (values: theta or all k*k values) and ``NAME/q`` (quantiser side
-information), exactly as :mod:`strategies.values` writes them; group and mode
-come from the shared config, so they cost no bytes.
+(``strategies.base.is_conv_kernel``); every other tensor is sent as it is.
+Wire layout of a kernel: ``NAME`` (values: theta or all k*k values) and
+``NAME/q`` (quantiser side information), exactly as :mod:`strategies.values`
+writes them; group and mode come from the shared config, so they cost no bytes.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from pydantic import ConfigDict
 
 from strategies.base import State, Strategy, StrategyOptions, encode_plain, is_conv_kernel, plain_specs
 from strategies.values import decode_values, encode_values, value_specs
-from testbed.payload import Payload, SegmentSpec
+from testbed.payload import Payload, Segment, SegmentSpec
 from testbed.symmetry import GROUPS, symmetry_group
 
 # Relative error ||W - P W|| / ||W|| above which a kernel is not symmetric (dof mode).
@@ -84,7 +87,7 @@ class SymmetryStrategy(Strategy):
         dof = symmetry_group(self.options.group, k).dof
         return value_specs(name, c_out * c_in * dof, self.coding, rows=c_out)
 
-    def encode_tensor(self, name: str, tensor: torch.Tensor) -> list:
+    def encode_tensor(self, name: str, tensor: torch.Tensor) -> list[Segment]:
         if self.options.mode == "full+project":
             return encode_plain(name, tensor, self.coding)
         c_out, c_in, k, _ = tensor.shape
