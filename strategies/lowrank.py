@@ -74,7 +74,8 @@ class LowRankStrategy(Strategy):
 
     def _factor_specs(self, name: str, like: torch.Tensor, r: int) -> list[SegmentSpec]:
         m, n = _matrix_shape(like)
-        return value_specs(f"{name}/u", m * r, self.coding, rows=m) + value_specs(f"{name}/v", n * r, self.coding, rows=n)
+        u = value_specs(f"{name}/u", m * r, self.coding, rows=m)
+        return u + value_specs(f"{name}/v", n * r, self.coding, rows=n)
 
     def handles(self, name: str, tensor: torch.Tensor) -> bool:
         return tensor.dtype.is_floating_point and tensor.dim() >= 2
@@ -95,7 +96,8 @@ class LowRankStrategy(Strategy):
         r = self._rank(s)
         if not _worth_factorising(r, m, n):
             r = 0
-        rank = [] if self.options.rank is not None else [Segment(f"{name}/rank", r.to_bytes(RANK_BYTES, "little"), True)]
+        sent_rank = self.options.rank is None
+        rank = [Segment(f"{name}/rank", r.to_bytes(RANK_BYTES, "little"), True)] if sent_rank else []
         if r == 0:
             return rank + encode_plain(name, tensor, self.coding)
         return (

@@ -1,6 +1,7 @@
 """Integer codes of the wire: bit-packed b-bit integers and LEB128 varints.
 
-Bit-packing: n unsigned b-bit values cost exactly ceil(n*b/8) bytes. Bit order is little-endian throughout: value i occupies bits [i*b, (i+1)*b) of
+Bit-packing: n unsigned b-bit values cost exactly ceil(n*b/8) bytes. Bit
+order is little-endian throughout: value i occupies bits [i*b, (i+1)*b) of
 the stream, least significant bit first, and stream bit j is bit (j % 8) of
 byte j // 8. Widths 8 and 16 are plain byte copies; 1, 2 and 4 pack whole
 values into bytes with shifts; other widths work on groups of 8 values (exactly

@@ -139,15 +139,15 @@ class SegmentSpec:
     def open_form(self) -> bool:
         return self.fmt is None or self.protected is None
 
-    def problem(self, segment: Segment) -> str | None:
-        """Why ``segment`` does not fit this spec, or None."""
+    def check(self, segment: Segment) -> None:
+        """Raise a PayloadError naming ``segment`` if it does not fit this spec."""
         if self.fmt is not None and segment.fmt != self.fmt:
-            return f"format {segment.fmt}, expected {self.fmt}"
+            raise PayloadError(segment.name, f"format {segment.fmt}, expected {self.fmt}")
         if self.protected is not None and segment.protected != self.protected:
-            return "protected, expected exposed" if segment.protected else "exposed, expected protected"
-        if self.nbytes is not None and segment.nbytes != self.nbytes:
-            return f"holds {segment.nbytes} bytes, expected {self.nbytes}"
-        return None
+            found = "protected, expected exposed" if segment.protected else "exposed, expected protected"
+            raise PayloadError(segment.name, found)
+        if self.nbytes is not None:
+            expect_nbytes(segment, self.nbytes)
 
     def line(self) -> str:
         return f"{self.name}\t{self.fmt}\t{self.protected}\t{self.nbytes}\t{self.optional}"
@@ -192,9 +192,7 @@ class PayloadSchema:
             index = self._index.get(segment.name)
             if index is None:
                 raise PayloadError(segment.name, "surplus: not a segment of the receiver's schema")
-            problem = self.specs[index].problem(segment)
-            if problem:
-                raise PayloadError(segment.name, problem)
+            self.specs[index].check(segment)
             if index < last:
                 raise PayloadError(segment.name, "out of the schema's order")
             last = index

@@ -73,7 +73,8 @@ def test_options_and_a_lying_rank_are_rejected_clearly():
 
     def forged(rank: int) -> Payload:
         data = rank.to_bytes(2, "little")
-        return payload.with_segments([s.replace_data(data) if s.name == "conv.weight/rank" else s for s in payload.segments])
+        segments = [s.replace_data(data) if s.name == "conv.weight/rank" else s for s in payload.segments]
+        return payload.with_segments(segments)
 
     with pytest.raises(PayloadError, match="conv.weight/rank.*exceeds"):
         strategy.decode(forged(500), update)

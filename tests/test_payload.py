@@ -281,7 +281,9 @@ def test_schema_checks_name_the_segment() -> None:
 
 def test_with_segments_keeps_the_schema_and_its_checks() -> None:
     payload = open_payload()
-    damaged = payload.with_segments([s.replace_data(b"\xff" * s.nbytes) if s.name == "w" else s for s in payload.segments])
+    damaged = payload.with_segments(
+        [s.replace_data(b"\xff" * s.nbytes) if s.name == "w" else s for s in payload.segments]
+    )
     assert damaged.schema is payload.schema and damaged.framing_nbytes == payload.framing_nbytes
     assert Payload.from_bytes(damaged.to_bytes(), OPEN_SCHEMA) == damaged
     with pytest.raises(ValueError, match="does not follow its schema"):
