@@ -532,7 +532,7 @@ def kernel_nmse(run_dir: Path, round_: int = 1) -> pd.DataFrame:
     from testbed.data import load_dataset
     from testbed.fleet import Fleet
     from testbed.training import receiver_model
-    from testbed.payload import Payload, PayloadError
+    from testbed.payload import PayloadError
     from testbed.rng import derive_rng
     from testbed.training import central_model, training_parts
 
@@ -552,7 +552,7 @@ def kernel_nmse(run_dir: Path, round_: int = 1) -> pd.DataFrame:
         reference = {k: v.detach().double() for k, v in model.state_dict().items() if _is_kernel(v)}
         power = sum(float(v.pow(2).sum()) for v in reference.values())
         template = receiver_model(strategy, config, dataset).state_dict()
-        payload = Payload.from_bytes(strategy.encode(model.state_dict()).to_bytes())
+        payload = strategy.read(strategy.encode(model.state_dict()).to_bytes(), template)
         clean = strategy.decode(payload, template)
         clean_err = sum(float((clean[k].double() - v).pow(2).sum()) for k, v in reference.items())
         for device in fleet.available(round_, config.seed):

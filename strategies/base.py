@@ -7,13 +7,26 @@ values are never read). Options are a pydantic model, so configs are checked
 before anything runs. ``prepare_model`` is the optional training-time hook
 (symmetric parametrisation, MonoCNN layers...).
 
+The base class runs the per-tensor loop of encoding, decoding and the
+payload schema. A strategy says which tensors it handles (``handles``) and,
+for those, their segments (``tensor_specs``), how to encode them
+(``encode_tensor``) and how to decode them (``decode_tensor``); every other
+tensor goes through the value coding as it is (``plain_specs``,
+``encode_plain``, ``decode_plain``). BatchNorm's ``num_batches_tracked``
+counters are not sent: inference does not read them, and the receiver fills
+them with 0.
+
 Segment names start with the tensor name they carry (``conv1.weight``,
 ``conv1.weight/q``), which is how byte counts are attributed to tensors.
+Tensors go in the natural order of their names (``wire_order``), not in the
+order of the state dict: the order of a module's entries changes when a
+parametrisation or a pruning mask is removed, and sender and receiver must
+agree without sharing it.
 """
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
+import json
 from collections.abc import Mapping
 from typing import ClassVar
 
@@ -21,10 +34,12 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict
 
-from strategies.values import ValueCoding, decode_values, encode_values
-from testbed.payload import FORMAT_BYTES, Payload, PayloadError, Segment
+from strategies.values import ValueCoding, decode_values, encode_values, value_specs
+from testbed.payload import FORMAT_BYTES, Payload, PayloadSchema, Segment, SegmentSpec
 
 State = Mapping[str, torch.Tensor]
+
+BATCH_COUNTER = "num_batches_tracked"
 
 
 class StrategyOptions(ValueCoding):
@@ -33,13 +48,16 @@ class StrategyOptions(ValueCoding):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class Strategy(ABC):
+class Strategy:
+    """A strategy with no structure stage codes every tensor as it is; subclasses handle some."""
+
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
     Options: ClassVar[type[BaseModel]] = StrategyOptions
 
     def __init__(self, **options):
         self.options = self.Options(**options)
+        self._schemas: dict[tuple, PayloadSchema] = {}
 
     @property
     def coding(self) -> ValueCoding:
@@ -50,6 +68,7 @@ class Strategy(ABC):
     def bits(self) -> int | None:
         return getattr(self.options, "bits", None)
 
+    # ---- training hooks --------------------------------------------------------
     def training_key(self) -> str:
         """What the model this strategy sends must be trained as.
 
@@ -81,31 +100,89 @@ class Strategy(ABC):
         """
         return model
 
-    @abstractmethod
-    def encode(self, state: State) -> Payload: ...
+    # ---- per tensor: what a strategy with a structure stage says ------------------
+    def handles(self, name: str, tensor: torch.Tensor) -> bool:
+        """Whether this strategy codes the tensor itself (default: none, all go as they are)."""
+        return False
 
-    @abstractmethod
-    def decode(self, payload: Payload, template: State) -> dict[str, torch.Tensor]: ...
+    def tensor_specs(self, name: str, like: torch.Tensor) -> list[SegmentSpec]:
+        """The segments of a handled tensor, from the template's tensor alone."""
+        raise NotImplementedError(f"{type(self).__name__} handles {name} but gives no segment specs")
+
+    def encode_tensor(self, name: str, tensor: torch.Tensor) -> list[Segment]:
+        raise NotImplementedError(f"{type(self).__name__} handles {name} but cannot encode it")
+
+    def decode_tensor(self, payload: Payload, name: str, like: torch.Tensor, template: State) -> torch.Tensor:
+        raise NotImplementedError(f"{type(self).__name__} handles {name} but cannot decode it")
+
+    # ---- the loop ------------------------------------------------------------------
+    def payload_schema(self, template: State) -> PayloadSchema:
+        """The segments both ends expect for this template (cached per names, shapes, dtypes)."""
+        signature = tuple((name, tuple(t.shape), str(t.dtype)) for name, t in wire_order(template))
+        schema = self._schemas.get(signature)
+        if schema is None:
+            specs = []
+            for name, like in wire_order(template):
+                if is_batch_counter(name):
+                    continue
+                if self.handles(name, like):
+                    specs += self.tensor_specs(name, like)
+                else:
+                    specs += plain_specs(name, like, self.coding)
+            identity = json.dumps(
+                {"strategy": self.name, "options": self.options.model_dump(mode="json"), "tensors": signature},
+                sort_keys=True,
+                separators=(",", ":"),
+            )
+            schema = self._schemas[signature] = PayloadSchema(tuple(specs), identity)
+        return schema
+
+    def encode(self, state: State) -> Payload:
+        coding = self.coding
+        segments: list[Segment] = []
+        for name, tensor in wire_order(state):
+            if is_batch_counter(name):
+                continue
+            if self.handles(name, tensor):
+                segments += self.encode_tensor(name, tensor)
+            else:
+                segments += encode_plain(name, tensor, coding)
+        return Payload(segments, self.payload_schema(state))
+
+    def read(self, raw: bytes, template: State) -> Payload:
+        """Parse received bytes against the receiver's schema (PayloadError if they do not fit)."""
+        return Payload.from_bytes(raw, self.payload_schema(template))
+
+    def decode(self, payload: Payload, template: State) -> dict[str, torch.Tensor]:
+        # Names, formats, protection and fixed sizes, checked once against the receiver's schema:
+        # a surplus, missing or misshapen segment is a PayloadError naming it.
+        self.payload_schema(template).check(payload.segments)
+        coding = self.coding
+        out = {}
+        for name, like in template.items():
+            if is_batch_counter(name):
+                out[name] = torch.zeros_like(like)
+            elif self.handles(name, like):
+                out[name] = self.decode_tensor(payload, name, like, template)
+            else:
+                out[name] = decode_plain(payload, name, like, coding)
+        return out
 
     def __repr__(self) -> str:
         opts = ", ".join(f"{k}={v}" for k, v in self.options.model_dump().items())
         return f"{self.name}({opts})"
 
 
-class PlainStrategy(Strategy):
-    """A strategy with no structure stage: every tensor goes through the value coding as it is."""
-
-    def encode(self, state: State) -> Payload:
-        coding = self.coding
-        return Payload([seg for name, t in state.items() for seg in encode_plain(name, t, coding)])
-
-    def decode(self, payload: Payload, template: State) -> dict[str, torch.Tensor]:
-        check_names(payload, set(template))
-        coding = self.coding
-        return {name: decode_plain(payload, name, like, coding) for name, like in template.items()}
-
-
 # ---- shared tensor coding -----------------------------------------------------
+
+
+def wire_order(state: State) -> list[tuple[str, torch.Tensor]]:
+    """The tensors in the natural order of their names (``features.2`` before ``features.10``)."""
+
+    def key(name: str) -> tuple:
+        return tuple((0, int(part), "") if part.isdigit() else (1, 0, part) for part in name.split("."))
+
+    return sorted(state.items(), key=lambda item: key(item[0]))
 
 
 def is_conv_kernel(tensor: torch.Tensor) -> bool:
@@ -118,8 +195,9 @@ def is_conv_kernel(tensor: torch.Tensor) -> bool:
     )
 
 
-def is_float(t: torch.Tensor) -> bool:
-    return t.dtype.is_floating_point
+def is_batch_counter(name: str) -> bool:
+    """BatchNorm's step counter: not needed for inference, so never sent."""
+    return name.rsplit(".", 1)[-1] == BATCH_COUNTER
 
 
 def tensor_rows(t: torch.Tensor) -> int:
@@ -127,33 +205,34 @@ def tensor_rows(t: torch.Tensor) -> int:
     return t.shape[0] if t.dim() >= 2 else 1
 
 
+def _little_endian(t: torch.Tensor) -> np.dtype:
+    return np.dtype(str(t.dtype).removeprefix("torch.")).newbyteorder("<")
+
+
+def plain_specs(name: str, like: torch.Tensor, coding: ValueCoding) -> list[SegmentSpec]:
+    """The segments of :func:`encode_plain` for a tensor shaped like ``like``."""
+    if like.dtype.is_floating_point:
+        return value_specs(name, like.numel(), coding, rows=tensor_rows(like))
+    return [SegmentSpec(name, FORMAT_BYTES, True, like.numel() * _little_endian(like).itemsize)]
+
+
 def encode_plain(name: str, tensor: torch.Tensor, coding: ValueCoding) -> list[Segment]:
     """A tensor sent as it is: floats through the value coding, integers raw and protected."""
-    if is_float(tensor):
+    if tensor.dtype.is_floating_point:
         values = tensor.detach().to(torch.float32).cpu().numpy()
         return encode_values(name, values, coding, rows=tensor_rows(tensor))
     array = tensor.detach().cpu().numpy()
-    return [Segment(name, array.astype(array.dtype.newbyteorder("<")).tobytes(), True, FORMAT_BYTES)]
+    return [Segment(name, array.astype(_little_endian(tensor)).tobytes(), True, FORMAT_BYTES)]
 
 
 def decode_plain(payload: Payload, name: str, like: torch.Tensor, coding: ValueCoding) -> torch.Tensor:
-    if is_float(like):
+    """Inverse of :func:`encode_plain`; the segment sizes were checked against the schema."""
+    if like.dtype.is_floating_point:
         values = decode_values(payload, name, like.numel(), coding, rows=tensor_rows(like))
         return torch.from_numpy(values.reshape(tuple(like.shape))).to(like.dtype)
-    segment = payload[name]
-    dtype = np.dtype(str(like.dtype).removeprefix("torch.")).newbyteorder("<")
-    expected = like.numel() * dtype.itemsize
-    if segment.nbytes != expected:
-        raise PayloadError(name, f"holds {segment.nbytes} bytes, expected {expected}")
-    array = np.frombuffer(segment.data, dtype=dtype).reshape(tuple(like.shape))
+    dtype = _little_endian(like)
+    array = np.frombuffer(payload[name].data, dtype=dtype).reshape(tuple(like.shape))
     return torch.from_numpy(array.astype(dtype.newbyteorder("="))).to(like.dtype)
-
-
-def check_names(payload: Payload, expected: set[str]) -> None:
-    """Every segment must belong to a tensor the receiver expects, and vice versa."""
-    for seg in payload.segments:
-        if seg.name.split("/", 1)[0] not in expected:
-            raise PayloadError(seg.name, "not a tensor of the receiver's model")
 
 
 def tensor_of_segment(segment_name: str) -> str:

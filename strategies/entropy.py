@@ -13,38 +13,11 @@ from __future__ import annotations
 import constriction
 import numpy as np
 
+from testbed.bitpack import VarintError, read_varints, varints
+
 
 class EntropyDecodeError(ValueError):
     pass
-
-
-def _varints(values: np.ndarray) -> bytes:
-    out = bytearray()
-    for n in values.tolist():
-        while n >= 0x80:
-            out.append((n & 0x7F) | 0x80)
-            n >>= 7
-        out.append(n)
-    return bytes(out)
-
-
-def _read_varints(buf: bytes, pos: int, count: int) -> tuple[list[int], int]:
-    values = []
-    for _ in range(count):
-        value = shift = 0
-        while True:
-            if pos >= len(buf):
-                raise EntropyDecodeError("histogram truncated")
-            byte = buf[pos]
-            pos += 1
-            value |= (byte & 0x7F) << shift
-            if not byte & 0x80:
-                break
-            shift += 7
-            if shift > 63:
-                raise EntropyDecodeError("histogram varint too long")
-        values.append(value)
-    return values, pos
 
 
 def _model(counts: np.ndarray):
@@ -56,15 +29,18 @@ def encode_histogram(symbols_present: np.ndarray, counts: np.ndarray) -> bytes:
     interleaved = np.empty(2 * len(counts), dtype=np.int64)
     interleaved[0::2] = gaps
     interleaved[1::2] = counts
-    return _varints(np.array([len(counts)])) + _varints(interleaved)
+    return varints([len(counts)]) + varints(interleaved.tolist())
 
 
 def decode_histogram(buf: bytes, alphabet: int) -> tuple[np.ndarray, np.ndarray, int]:
     """Return (symbols present, their counts, bytes read)."""
-    (distinct,), pos = _read_varints(buf, 0, 1)
-    if distinct > alphabet:
-        raise EntropyDecodeError(f"histogram lists {distinct} symbols, alphabet has {alphabet}")
-    pairs, pos = _read_varints(buf, pos, 2 * distinct)
+    try:
+        (distinct,), pos = read_varints(buf, 0, 1)
+        if distinct > alphabet:
+            raise EntropyDecodeError(f"histogram lists {distinct} symbols, alphabet has {alphabet}")
+        pairs, pos = read_varints(buf, pos, 2 * distinct)
+    except VarintError as exc:
+        raise EntropyDecodeError(f"histogram: {exc}") from None
     # Bound the values before they become int64: a damaged varint can exceed it (OverflowError).
     if any(gap >= alphabet for gap in pairs[0::2]) or any(c >= 1 << 40 for c in pairs[1::2]):
         raise EntropyDecodeError("histogram gap or count out of range")
@@ -103,15 +79,22 @@ def decode(histogram: bytes, stream: bytes, count: int, alphabet: int) -> np.nda
         if stream:
             raise EntropyDecodeError("stream present for a constant array")
         return np.full(count, present[0] if len(present) else 0, dtype=np.int64)
+    if not stream:
+        raise EntropyDecodeError(f"empty stream for {len(present)} distinct symbols")
     if len(stream) % 4:
         raise EntropyDecodeError("stream length is not a whole number of 32-bit words")
-    coder = constriction.stream.stack.AnsCoder(np.frombuffer(stream, dtype="<u4").astype(np.uint32))
-    try:
+    try:  # constriction raises its own errors on garbage, from the constructor on
+        coder = constriction.stream.stack.AnsCoder(np.frombuffer(stream, dtype="<u4").astype(np.uint32))
         dense = coder.decode(_model(counts), count)
-    except Exception as exc:  # constriction raises its own types on garbage
+        left_over = not coder.is_empty()
+    except Exception as exc:
         raise EntropyDecodeError(f"stream does not decode: {exc}") from None
-    if not coder.is_empty():
+    if left_over:
         raise EntropyDecodeError("stream has data left after the last symbol")
+    # The histogram holds the exact counts of the symbols coded: a stream that decodes to
+    # other counts was not made from it (a sender that wrote nonsense).
+    if not np.array_equal(np.bincount(dense, minlength=len(counts)), counts):
+        raise EntropyDecodeError("decoded symbols do not match the histogram's counts")
     return present[dense]
 
 

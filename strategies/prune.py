@@ -7,7 +7,8 @@ keep to that group's dof / k^2 per layer, so the pruned layer sends exactly as
 many values as the symmetry DoF codec. Other tensors are sent as they are.
 
 Wire layout of a pruned tensor NAME (m is computed by the receiver from the
-config and the template's shape, so it costs no bytes):
+config and the template's shape, and so is the position coding chosen from
+n and m, so neither costs bytes):
 
 - ``NAME`` and ``NAME/q``: the m kept values in flat (row-major) order through
   the value coding. Quantised per tensor even when ``per_channel`` is set,
@@ -15,7 +16,6 @@ config and the template's shape, so it costs no bytes):
 - ``NAME/pos``: the positions, a bitmask of ceil(n/8) bytes or the sorted flat
   indices at ceil(log2 n) bits each, bit-packed, whichever is smaller (a tie
   goes to the bitmask). Protected or exposed (``positions``).
-- ``NAME/pos_kind``: one protected byte, 0 = bitmask, 1 = indices.
 
 Damaged exposed positions never crash the decoder (our choice): values go to
 the listed positions in order; a bitmask with more set bits than m leaves the
@@ -33,12 +33,11 @@ import numpy as np
 import torch
 from pydantic import ConfigDict, Field, model_validator
 
-from strategies.base import State, Strategy, StrategyOptions, check_names, decode_plain, encode_plain
-from strategies.base import is_conv_kernel
+from strategies.base import State, Strategy, StrategyOptions, is_conv_kernel
 from strategies.symmetry import Group
-from strategies.values import decode_values, encode_values
+from strategies.values import decode_values, encode_values, value_specs
 from testbed import bitpack
-from testbed.payload import FORMAT_BYTES, Payload, PayloadError, Segment
+from testbed.payload import FORMAT_BYTES, Payload, PayloadError, Segment, SegmentSpec
 from testbed.symmetry import symmetry_group
 
 BITMASK, INDICES = 0, 1
@@ -150,60 +149,50 @@ class PruneStrategy(Strategy):
         return model
 
     # ---- coding ------------------------------------------------------------------
-    def encode(self, state: State) -> Payload:
-        coding = self.coding
-        protect = self.options.positions == "protected"
-        segments = []
-        for name, tensor in state.items():
-            if not is_conv_kernel(tensor):
-                segments += encode_plain(name, tensor, coding)
-                continue
-            weights = tensor.detach().to(torch.float32).cpu().numpy()
-            mask = self.keep_mask(name, weights)
-            n, m = mask.size, int(mask.sum())
-            kind, _ = positions_nbytes(n, m)
-            if kind == INDICES:
-                positions = pack_indices(np.flatnonzero(mask), index_bits(n))
-            else:
-                positions = bitpack.pack(mask.astype(np.uint8), 1)
-            segments += encode_values(name, weights.reshape(-1)[mask], coding, rows=1)
-            segments.append(Segment(f"{name}/pos", positions, protect, FORMAT_BYTES))
-            segments.append(Segment(f"{name}/pos_kind", bytes([kind]), True, FORMAT_BYTES))
-        return Payload(segments)
+    def handles(self, name: str, tensor: torch.Tensor) -> bool:
+        return is_conv_kernel(tensor)
 
-    def decode(self, payload: Payload, template: State) -> dict[str, torch.Tensor]:
-        check_names(payload, set(template))
-        coding = self.coding
-        out = {}
-        for name, like in template.items():
-            if not is_conv_kernel(like):
-                out[name] = decode_plain(payload, name, like, coding)
-                continue
-            n, m = like.numel(), self.kept_count(tuple(like.shape))
-            values = decode_values(payload, name, m, coding, rows=1)
-            positions = self._positions(payload, name, n, m)
-            flat = np.zeros(n, dtype=np.float32)
-            used = min(len(positions), m)
-            flat[positions[:used]] = values[:used]
-            out[name] = torch.from_numpy(flat.reshape(tuple(like.shape))).to(like.dtype)
-        return out
+    @property
+    def protects_positions(self) -> bool:
+        return self.options.positions == "protected"
 
-    def _positions(self, payload: Payload, name: str, n: int, m: int) -> np.ndarray:
-        kind_segment = payload[f"{name}/pos_kind"]
-        if kind_segment.data not in (bytes([BITMASK]), bytes([INDICES])):
-            raise PayloadError(kind_segment.name, "expected one byte, 0 (bitmask) or 1 (indices)")
-        kind = kind_segment.data[0]
-        segment = payload[f"{name}/pos"]
-        bits = 1 if kind == BITMASK else index_bits(n)
-        count = n if kind == BITMASK else m
-        expected = bitpack.packed_nbytes(count, bits)
-        if segment.nbytes != expected:
-            raise PayloadError(segment.name, f"holds {segment.nbytes} bytes, expected {expected}")
+    def tensor_specs(self, name: str, like: torch.Tensor) -> list[SegmentSpec]:
+        n, m = like.numel(), self.kept_count(tuple(like.shape))
+        _, position_bytes = positions_nbytes(n, m)
+        positions = SegmentSpec(f"{name}/pos", FORMAT_BYTES, self.protects_positions, position_bytes)
+        return [*value_specs(name, m, self.coding), positions]
+
+    def encode_tensor(self, name: str, tensor: torch.Tensor) -> list[Segment]:
+        weights = tensor.detach().to(torch.float32).cpu().numpy()
+        mask = self.keep_mask(name, weights)
+        n, m = mask.size, int(mask.sum())
+        kind, _ = positions_nbytes(n, m)
+        if kind == INDICES:
+            positions = pack_indices(np.flatnonzero(mask), index_bits(n))
+        else:
+            positions = bitpack.pack(mask.astype(np.uint8), 1)
+        return [
+            *encode_values(name, weights.reshape(-1)[mask], self.coding, rows=1),
+            Segment(f"{name}/pos", positions, self.protects_positions, FORMAT_BYTES),
+        ]
+
+    def decode_tensor(self, payload: Payload, name: str, like: torch.Tensor, template: State) -> torch.Tensor:
+        n, m = like.numel(), self.kept_count(tuple(like.shape))
+        values = decode_values(payload, name, m, self.coding, rows=1)
+        positions = self._positions(payload[f"{name}/pos"], n, m)
+        flat = np.zeros(n, dtype=np.float32)
+        used = min(len(positions), m)
+        flat[positions[:used]] = values[:used]
+        return torch.from_numpy(flat.reshape(tuple(like.shape))).to(like.dtype)
+
+    def _positions(self, segment: Segment, n: int, m: int) -> np.ndarray:
+        """The kept positions listed by ``segment`` (its size was checked against the schema)."""
+        kind, _ = positions_nbytes(n, m)
         if kind == BITMASK:
             positions = np.flatnonzero(bitpack.unpack(segment.data, n, 1))
         else:
-            positions = unpack_indices(segment.data, m, bits)
+            positions = unpack_indices(segment.data, m, index_bits(n))
             positions = positions[positions < n]
-        if segment.protected and (len(positions) != m or (kind == INDICES and np.any(np.diff(positions) <= 0))):
+        if self.protects_positions and (len(positions) != m or (kind == INDICES and np.any(np.diff(positions) <= 0))):
             raise PayloadError(segment.name, f"lists {len(positions)} valid positions in order, expected {m}")
         return positions

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import ConfigDict, Field
 
-from strategies.base import PlainStrategy, StrategyOptions
+from strategies.base import Strategy, StrategyOptions
 
 
 class QuantiseOptions(StrategyOptions):
@@ -12,7 +12,7 @@ class QuantiseOptions(StrategyOptions):
     bits: int = Field(ge=2, le=16)
 
 
-class QuantiseStrategy(PlainStrategy):
+class QuantiseStrategy(Strategy):
     name = "quantise"
     description = "Uniform asymmetric b-bit quantisation of every tensor (bits, per_channel, entropy)."
     Options = QuantiseOptions

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from strategies.base import PlainStrategy
+from strategies.base import Strategy
 from strategies.values import ValueCoding
 
 
@@ -15,7 +15,7 @@ class RawOptions(BaseModel):
     dtype: Literal["float32", "float16"] = "float32"
 
 
-class RawStrategy(PlainStrategy):
+class RawStrategy(Strategy):
     name = "raw"
     description = "All tensors unquantised as float32 or float16 (dtype)."
     Options = RawOptions

@@ -1,4 +1,7 @@
-"""Kernel-symmetry DoF codec (seed 000): send the free values of symmetric conv kernels.
+"""Kernel-symmetry DoF codec: send the free values of symmetric conv kernels.
+
+The codec of *Leveraging Kernel Symmetry for Joint Compression and Error
+Mitigation in Edge Model Transfer* (arXiv:2604.17371).
 
 A k x k conv kernel invariant under a symmetry group has ``dof`` free values
 theta = B^T vec(W) (B: orthonormal DoF basis of ``testbed.symmetry``). Modes:
@@ -11,11 +14,11 @@ theta = B^T vec(W) (B: orthonormal DoF basis of ``testbed.symmetry``). Modes:
 - ``posthoc``: project an ordinarily trained model and send theta (the wire
   format of ``dof``; the sender never refuses).
 
-Conv kernels are 4-D float tensors with square k x k kernels, k > 1; every
-other tensor is sent as it is (``encode_plain``). Wire layout of a kernel:
-``NAME`` (values: theta or all k*k values) and ``NAME/q`` (quantiser side
-information), exactly as :mod:`strategies.values` writes them; group and mode
-come from the shared config, so they cost no bytes.
+Conv kernels are 4-D float tensors with square k x k kernels, k > 1
+(``strategies.base.is_conv_kernel``); every other tensor is sent as it is.
+Wire layout of a kernel: ``NAME`` (values: theta or all k*k values) and
+``NAME/q`` (quantiser side information), exactly as :mod:`strategies.values`
+writes them; group and mode come from the shared config, so they cost no bytes.
 """
 
 from __future__ import annotations
@@ -26,9 +29,9 @@ import numpy as np
 import torch
 from pydantic import ConfigDict
 
-from strategies.base import State, Strategy, StrategyOptions, check_names, decode_plain, encode_plain, is_conv_kernel
-from strategies.values import decode_values, encode_values
-from testbed.payload import Payload
+from strategies.base import State, Strategy, StrategyOptions, encode_plain, is_conv_kernel, plain_specs
+from strategies.values import decode_values, encode_values, value_specs
+from testbed.payload import Payload, Segment, SegmentSpec
 from testbed.symmetry import GROUPS, symmetry_group
 
 # Relative error ||W - P W|| / ||W|| above which a kernel is not symmetric (dof mode).
@@ -74,21 +77,26 @@ class SymmetryStrategy(Strategy):
     def _basis(self, k: int) -> torch.Tensor:
         return torch.from_numpy(symmetry_group(self.options.group, k).basis.astype(np.float32))
 
-    def encode(self, state: State) -> Payload:
-        coding, mode = self.coding, self.options.mode
-        segments = []
-        for name, tensor in state.items():
-            if not is_conv_kernel(tensor) or mode == "full+project":
-                segments += encode_plain(name, tensor, coding)
-                continue
-            c_out, c_in, k, _ = tensor.shape
-            basis = self._basis(k)
-            kernels = tensor.detach().to(torch.float32).cpu().reshape(c_out * c_in, k * k)
-            theta = kernels @ basis  # torch matmul: steadily faster than numpy's for these thin shapes
-            if mode == "dof":
-                self._check_symmetric(name, kernels, theta @ basis.T)
-            segments += encode_values(name, theta.numpy(), coding, rows=c_out)
-        return Payload(segments)
+    def handles(self, name: str, tensor: torch.Tensor) -> bool:
+        return is_conv_kernel(tensor)
+
+    def tensor_specs(self, name: str, like: torch.Tensor) -> list[SegmentSpec]:
+        if self.options.mode == "full+project":
+            return plain_specs(name, like, self.coding)
+        c_out, c_in, k, _ = like.shape
+        dof = symmetry_group(self.options.group, k).dof
+        return value_specs(name, c_out * c_in * dof, self.coding, rows=c_out)
+
+    def encode_tensor(self, name: str, tensor: torch.Tensor) -> list[Segment]:
+        if self.options.mode == "full+project":
+            return encode_plain(name, tensor, self.coding)
+        c_out, c_in, k, _ = tensor.shape
+        basis = self._basis(k)
+        kernels = tensor.detach().to(torch.float32).cpu().reshape(c_out * c_in, k * k)
+        theta = kernels @ basis  # torch matmul: steadily faster than numpy's for these thin shapes
+        if self.options.mode == "dof":
+            self._check_symmetric(name, kernels, theta @ basis.T)
+        return encode_values(name, theta.numpy(), self.coding, rows=c_out)
 
     def _check_symmetric(self, name: str, kernels: torch.Tensor, projected: torch.Tensor) -> None:
         norm = float(torch.linalg.vector_norm(kernels))
@@ -100,24 +108,16 @@ class SymmetryStrategy(Strategy):
                 f"symmetric (the strategy's prepare_model) or use mode 'posthoc'"
             )
 
-    def decode(self, payload: Payload, template: State) -> dict[str, torch.Tensor]:
-        check_names(payload, set(template))
-        coding, mode = self.coding, self.options.mode
-        out = {}
-        for name, like in template.items():
-            if not is_conv_kernel(like):
-                out[name] = decode_plain(payload, name, like, coding)
-                continue
-            c_out, c_in, k, _ = like.shape
-            basis = self._basis(k)
-            if mode == "full+project":
-                values = decode_values(payload, name, like.numel(), coding, rows=c_out)
-                kernels = torch.from_numpy(values).reshape(c_out * c_in, k * k) @ (basis @ basis.T)
-            else:
-                theta = decode_values(payload, name, c_out * c_in * basis.shape[1], coding, rows=c_out)
-                kernels = torch.from_numpy(theta).reshape(c_out * c_in, basis.shape[1]) @ basis.T
-            out[name] = kernels.reshape(tuple(like.shape)).to(like.dtype)
-        return out
+    def decode_tensor(self, payload: Payload, name: str, like: torch.Tensor, template: State) -> torch.Tensor:
+        c_out, c_in, k, _ = like.shape
+        basis = self._basis(k)
+        if self.options.mode == "full+project":
+            values = decode_values(payload, name, like.numel(), self.coding, rows=c_out)
+            kernels = torch.from_numpy(values).reshape(c_out * c_in, k * k) @ (basis @ basis.T)
+        else:
+            theta = decode_values(payload, name, c_out * c_in * basis.shape[1], self.coding, rows=c_out)
+            kernels = torch.from_numpy(theta).reshape(c_out * c_in, basis.shape[1]) @ basis.T
+        return kernels.reshape(tuple(like.shape)).to(like.dtype)
 
 
-__all__ = ["SymmetryOptions", "SymmetryStrategy", "SYMMETRY_TOLERANCE", "is_conv_kernel"]
+__all__ = ["SymmetryOptions", "SymmetryStrategy", "SYMMETRY_TOLERANCE"]

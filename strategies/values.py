@@ -6,10 +6,11 @@ per channel) becomes up to two segments:
 - ``NAME``: the values. Raw floats (float32/float16) or bit-packed b-bit
   codes are exposed to the channel. An rANS stream is protected, since one bit
   error would corrupt everything after it.
-- ``NAME/q``: protected side information: per row lo and scale (float32), and
-  with entropy coding a flag byte and the histogram. When rANS would not save
-  bytes for a tensor (small tensors, where the histogram costs more than it
-  saves) the packed codes are sent instead and the flag says so.
+- ``NAME/q``: protected side information: per row lo and scale (float32),
+  then, for an rANS stream, its histogram. When rANS would not save bytes for
+  a tensor (small tensors, where the histogram costs more than it saves) the
+  packed codes are sent instead; the format of ``NAME`` (in the payload
+  header, see :func:`value_specs`) says which.
 """
 
 from __future__ import annotations
@@ -26,15 +27,16 @@ from testbed.payload import (
     FORMAT_BYTES,
     FORMAT_F16,
     FORMAT_F32,
-    PayloadError,
     Payload,
+    PayloadError,
     Segment,
+    SegmentSpec,
+    expect_nbytes,
     float_array,
-    format_bits,
     packed_format,
 )
 
-_RAW, _RANS = 0, 1
+_FLOAT_FORMATS = {"float32": (FORMAT_F32, "<f4"), "float16": (FORMAT_F16, "<f2")}
 
 
 class ValueCoding(BaseModel):
@@ -54,14 +56,36 @@ class ValueCoding(BaseModel):
         return self
 
 
+def _quantiser_rows(count: int, rows: int, coding: ValueCoding) -> int:
+    return rows if coding.per_channel and count else 1
+
+
+def value_specs(name: str, count: int, coding: ValueCoding, rows: int = 1) -> list[SegmentSpec]:
+    """The segments :func:`encode_values` writes for ``count`` values, as the schema knows them.
+
+    Everything is fixed by the coding and the count, except with entropy coding:
+    whether ``NAME`` is a protected rANS stream or exposed packed codes, and
+    the lengths of the stream and of the histogram in ``NAME/q``, are open.
+    """
+    if coding.bits is None:
+        fmt, dtype = _FLOAT_FORMATS[coding.dtype]
+        return [SegmentSpec(name, fmt, False, count * np.dtype(dtype).itemsize)]
+    side = 8 * _quantiser_rows(count, rows, coding)
+    if coding.entropy:
+        return [SegmentSpec(name, None, None, None), SegmentSpec(f"{name}/q", FORMAT_BYTES, True, None)]
+    return [
+        SegmentSpec(name, packed_format(coding.bits), False, bitpack.packed_nbytes(count, coding.bits)),
+        SegmentSpec(f"{name}/q", FORMAT_BYTES, True, side),
+    ]
+
+
 def encode_values(name: str, values: np.ndarray, coding: ValueCoding, rows: int = 1) -> list[Segment]:
     """Segments for ``values`` (any shape; quantised per row of ``rows`` when per_channel)."""
     flat = np.asarray(values, dtype=np.float32).reshape(-1)
     if coding.bits is None:
-        if coding.dtype == "float16":
-            return [Segment(name, flat.astype("<f2").tobytes(), False, FORMAT_F16)]
-        return [Segment(name, flat.astype("<f4").tobytes(), False, FORMAT_F32)]
-    rows = rows if coding.per_channel and flat.size else 1
+        fmt, dtype = _FLOAT_FORMATS[coding.dtype]
+        return [Segment(name, flat.astype(dtype).tobytes(), False, fmt)]
+    rows = _quantiser_rows(flat.size, rows, coding)
     if not np.isfinite(flat).all():
         # A quantiser has no code for NaN or infinity: refuse rather than send garbage.
         raise ValueError(f"{name}: cannot quantise non-finite values (NaN or infinity)")
@@ -71,48 +95,41 @@ def encode_values(name: str, values: np.ndarray, coding: ValueCoding, rows: int 
     if coding.entropy:
         histogram, stream = entropy.encode(codes)
         if len(stream) + len(histogram) < len(packed):
-            return [
-                Segment(name, stream, True, FORMAT_BYTES),
-                Segment(f"{name}/q", side + bytes([_RANS]) + histogram, True),
-            ]
-        side += bytes([_RAW])
-    return [
-        Segment(name, packed, False, packed_format(coding.bits)),
-        Segment(f"{name}/q", side, True),
-    ]
+            return [Segment(name, stream, True, FORMAT_BYTES), Segment(f"{name}/q", side + histogram, True)]
+    return [Segment(name, packed, False, packed_format(coding.bits)), Segment(f"{name}/q", side, True)]
 
 
 def decode_values(payload: Payload, name: str, count: int, coding: ValueCoding, rows: int = 1) -> np.ndarray:
-    """Inverse of :func:`encode_values`: ``count`` float32 values, flat."""
+    """Inverse of :func:`encode_values`: ``count`` float32 values, flat.
+
+    Sizes the schema fixes were checked with it (``Strategy.decode``); what
+    the schema leaves open (entropy coding) is checked here.
+    """
     segment = payload[name]
     if coding.bits is None:
         return float_array(segment, count)
-    rows = rows if coding.per_channel and count else 1
-    if count % rows:
-        raise PayloadError(name, f"{count} values do not split into {rows} rows")
-    side = payload[f"{name}/q"].data
+    rows = _quantiser_rows(count, rows, coding)
+    side = payload[f"{name}/q"]
     side_len = 8 * rows
-    if len(side) < side_len + (1 if coding.entropy else 0):
-        raise PayloadError(f"{name}/q", f"side information holds {len(side)} bytes, expected at least {side_len}")
-    lo_scale = np.frombuffer(side[:side_len], dtype="<f4").reshape(rows, 2)
-    method = side[side_len] if coding.entropy else _RAW
-    extra = side[side_len + 1 :] if coding.entropy else side[side_len:]
-    if method == _RAW:
-        if extra:
-            raise PayloadError(f"{name}/q", f"{len(extra)} unexpected trailing bytes")
-        if format_bits(segment.fmt) != coding.bits:
-            raise PayloadError(name, f"expected {coding.bits}-bit packed values, found format {segment.fmt}")
-        if segment.nbytes != bitpack.packed_nbytes(count, coding.bits):
-            raise PayloadError(
-                name, f"holds {segment.nbytes} bytes, expected {bitpack.packed_nbytes(count, coding.bits)}"
-            )
+    if side.nbytes < side_len:
+        raise PayloadError(side.name, f"holds {side.nbytes} bytes, expected at least {side_len}")
+    lo_scale = np.frombuffer(side.data[:side_len], dtype="<f4").reshape(rows, 2)
+    lo, span = lo_scale[:, 0].astype(np.float64), ((1 << coding.bits) - 1) * lo_scale[:, 1].astype(np.float64)
+    limit = np.finfo(np.float32).max
+    if not np.all((span >= 0) & (span <= limit) & (np.abs(lo) <= limit) & (np.abs(lo + span) <= limit)):
+        # NaN fails every test. The quantiser never writes such a range; a lying sender could.
+        raise PayloadError(side.name, "quantiser range is negative or not finite in float32")
+    if segment.fmt == packed_format(coding.bits):
+        expect_nbytes(side, side_len, " (no histogram with packed codes)")
+        expect_nbytes(segment, bitpack.packed_nbytes(count, coding.bits), f" for {count} {coding.bits}-bit codes")
         codes = bitpack.unpack(segment.data, count, coding.bits)
-    elif method == _RANS:
+    elif coding.entropy and segment.fmt == FORMAT_BYTES and segment.protected:
         try:
-            codes = entropy.decode(extra, segment.data, count, 1 << coding.bits)
+            codes = entropy.decode(side.data[side_len:], segment.data, count, 1 << coding.bits)
         except entropy.EntropyDecodeError as exc:
             raise PayloadError(name, f"rANS stream: {exc}") from None
     else:
-        raise PayloadError(f"{name}/q", f"unknown value coding method {method}")
+        expected = f"{coding.bits}-bit packed codes" + (" or a protected rANS stream" if coding.entropy else "")
+        raise PayloadError(name, f"expected {expected}, found format {segment.fmt}")
     values = dequantise(codes.reshape(rows, -1), lo_scale[:, 0], lo_scale[:, 1])
     return values.reshape(-1)

@@ -1,11 +1,17 @@
-"""Bit-packing of unsigned b-bit integers: n values cost exactly ceil(n*b/8) bytes.
+"""Integer codes of the wire: bit-packed b-bit integers and LEB128 varints.
 
-Bit order is little-endian throughout: value i occupies bits [i*b, (i+1)*b) of
+Bit-packing: n unsigned b-bit values cost exactly ceil(n*b/8) bytes. Bit
+order is little-endian throughout: value i occupies bits [i*b, (i+1)*b) of
 the stream, least significant bit first, and stream bit j is bit (j % 8) of
 byte j // 8. Widths 8 and 16 are plain byte copies; 1, 2 and 4 pack whole
 values into bytes with shifts; other widths work on groups of 8 values (exactly
 b bytes), each value spread over the (at most 3) bytes it touches, so every
 step is a whole-array numpy operation.
+
+Varints (unsigned LEB128): 7 bits a byte, least significant group first, the
+high bit set on every byte but the last; 0 is one byte ``00``. They carry
+counts and lengths whose size is not known in advance (payload headers,
+rANS histograms).
 """
 
 from __future__ import annotations
@@ -84,3 +90,46 @@ def unpack(data: bytes, count: int, bits: int) -> np.ndarray:
         values[i] = (word >> np.uint32(shift)) & mask
     values = values.T.reshape(-1)[:count]
     return values.astype(np.uint8) if bits < 8 else values
+
+
+# ---- varints -------------------------------------------------------------------------
+
+MAX_VARINT_BYTES = 10  # enough for any 64-bit value
+
+
+class VarintError(ValueError):
+    """A varint that runs past the end of its buffer or over 64 bits."""
+
+
+def varints(values) -> bytes:
+    """The LEB128 varints of non-negative integers, concatenated."""
+    out = bytearray()
+    for n in values:
+        n = int(n)
+        if n < 0:
+            raise ValueError(f"varints are unsigned, got {n}")
+        while n >= 0x80:
+            out.append((n & 0x7F) | 0x80)
+            n >>= 7
+        out.append(n)
+    return bytes(out)
+
+
+def read_varints(buf: bytes, pos: int, count: int) -> tuple[list[int], int]:
+    """Read ``count`` varints from ``buf`` at ``pos``; return them and the position after."""
+    values = []
+    for _ in range(count):
+        value = shift = 0
+        for _ in range(MAX_VARINT_BYTES):
+            if pos >= len(buf):
+                raise VarintError("truncated varint")
+            byte = buf[pos]
+            pos += 1
+            value |= (byte & 0x7F) << shift
+            if not byte & 0x80:
+                break
+            shift += 7
+        else:
+            raise VarintError(f"varint longer than {MAX_VARINT_BYTES} bytes")
+        values.append(value)
+    return values, pos

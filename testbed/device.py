@@ -89,7 +89,7 @@ class NodeWorld:
         if key not in self._parsed:
             if len(self._parsed) > 4 * len(self.strategies):
                 self._parsed.clear()
-            self._parsed[key] = Payload.from_bytes(raw)
+            self._parsed[key] = self.strategies[label].read(raw, self.template(label))
         return self._parsed[key]
 
     def clean_decode(self, label: str, raw: bytes):

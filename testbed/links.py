@@ -370,7 +370,7 @@ class Link:
         if not stats.delivered:
             return Transmission(None, stats)
         segments, erased = self._send_exposed(payload, ch, rng, stats)
-        received = payload if segments is None else Payload(segments)
+        received = payload if segments is None else payload.with_segments(segments)
         return Transmission(received, stats, erased)
 
     # -- protected part: ARQ --------------------------------------------------------------

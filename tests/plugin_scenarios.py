@@ -60,11 +60,9 @@ class Counter(Scenario):
         return RoundPlan(blobs={"tick": self.raw.encode({"one": torch.ones(1)}).to_bytes()})
 
     def run_device(self, device) -> None:
-        from testbed.payload import Payload
-
         count = 0 if device.state is None else int(device.state["count"])
         raw = build({"strategy": "raw"})
-        result = device.transfer(TICK, Payload.from_bytes(device.plan.blobs["tick"]),
+        result = device.transfer(TICK, raw.read(device.plan.blobs["tick"], {"one": torch.zeros(1)}),
                                  decode=lambda p: raw.decode(p, {"one": torch.zeros(1)}))
         if result.ok and device.round != self.options.drop_round:
             count += int(result.value["one"].item())

@@ -63,3 +63,30 @@ def test_wrong_length_is_refused() -> None:
         bitpack.unpack(b"\x00\x00\x00", 3, 3)  # 9 bits need 2 bytes, not 3
     with pytest.raises(ValueError, match="cannot hold exactly"):
         bitpack.unpack(b"\x00", 3, 3)
+
+
+# ---- varints ---------------------------------------------------------------------------
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.integers(0, 2**64 - 1), max_size=20))
+def test_varints_round_trip_and_length(values: list[int]) -> None:
+    buf = bitpack.varints(values)
+    assert len(buf) == sum(max(1, -(-v.bit_length() // 7)) for v in values)  # 7 bits a byte
+    assert bitpack.read_varints(buf, 0, len(values)) == (values, len(buf))
+
+
+def test_varint_layout_is_leb128() -> None:
+    assert bitpack.varints([0, 1, 127, 128, 300]) == bytes([0x00, 0x01, 0x7F, 0x80, 0x01, 0xAC, 0x02])
+    assert bitpack.read_varints(b"\x05\xac\x02\x07", 1, 2) == ([300, 7], 4)
+
+
+def test_bad_varints_are_varint_errors() -> None:
+    with pytest.raises(bitpack.VarintError, match="truncated"):
+        bitpack.read_varints(b"\x80\x80", 0, 1)
+    with pytest.raises(bitpack.VarintError, match="truncated"):
+        bitpack.read_varints(b"\x01", 0, 2)
+    with pytest.raises(bitpack.VarintError, match="longer than 10 bytes"):
+        bitpack.read_varints(b"\xff" * 11 + b"\x01", 0, 1)
+    with pytest.raises(ValueError, match="unsigned"):
+        bitpack.varints([-1])

@@ -98,3 +98,31 @@ def test_entropy_bits() -> None:
 def test_damaged_histogram_values_are_decode_errors(histogram: bytes) -> None:
     with pytest.raises(entropy.EntropyDecodeError):
         entropy.decode(histogram, b"\x00" * 8, 5, 1 << 16)
+
+
+def test_streams_a_sender_could_not_have_written_raise_entropy_decode_error() -> None:
+    symbols = np.array([1, 2, 2, 3] * 50)
+    histogram, stream = entropy.encode(symbols)
+    # constriction refuses a last word of zero in its constructor (ValueError): wrapped
+    with pytest.raises(entropy.EntropyDecodeError, match="does not decode"):
+        entropy.decode(histogram, stream[:-4] + bytes(4), 200, 256)
+    # an empty stream would decode to the most likely symbol everywhere: refused
+    with pytest.raises(entropy.EntropyDecodeError, match="empty stream for 3 distinct symbols"):
+        entropy.decode(histogram, b"", 200, 256)
+    # the stream of other symbols with the same alphabet: decodes, but not to the histogram's counts
+    other_histogram, other_stream = entropy.encode(np.array([1, 2, 3, 3] * 50))
+    assert len(other_histogram) == len(histogram)
+    with pytest.raises(entropy.EntropyDecodeError):
+        entropy.decode(histogram, other_stream, 200, 256)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(0, 20), min_size=2, max_size=200), st.binary(max_size=64))
+def test_garbage_streams_never_escape_as_another_error(values: list[int], garbage: bytes) -> None:
+    histogram, _ = entropy.encode(np.array(values))
+    try:
+        decoded = entropy.decode(histogram, garbage, len(values), 21)
+    except entropy.EntropyDecodeError:
+        return
+    # a stream that passes decodes to exactly the histogram's symbols
+    np.testing.assert_array_equal(np.sort(decoded), np.sort(np.array(values)))

@@ -8,11 +8,11 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from strategies.base import encode_plain
+from strategies.base import encode_plain, is_batch_counter
 from strategies.registry import build
-from strategies.monocnn import SEEDS_SEGMENT, MonoCNNStrategy
+from strategies.monocnn import MonoCNNStrategy
 from testbed.models import DeepCNN
-from testbed.models.monoconv import is_fgf_buffer
+from testbed.models.monoconv import SEED_BUFFER, is_fgf_buffer
 from testbed.payload import Payload, PayloadError
 
 
@@ -39,11 +39,12 @@ def test_round_trip_exact_at_fp32_and_outputs_identical():
     model = _trained_like(strategy)
     state = model.state_dict()
     template = _template({"seeds_per_layer": 4, "base_seed": 7})
-    payload = Payload.from_bytes(strategy.encode(state).to_bytes())
+    payload = strategy.read(strategy.encode(state).to_bytes(), template)
     decoded = strategy.decode(payload, template)
     assert list(decoded) == list(state)
     for name, tensor in state.items():
-        assert decoded[name].dtype == tensor.dtype and torch.equal(decoded[name], tensor), name
+        expected = torch.zeros_like(tensor) if is_batch_counter(name) else tensor  # counters are not sent
+        assert decoded[name].dtype == tensor.dtype and torch.equal(decoded[name], expected), name
     fresh = _trained_like(MonoCNNStrategy(seeds_per_layer=4, base_seed=1234), init_seed=5)
     fresh.load_state_dict(decoded)
     x = torch.randn(8, 1, 28, 28)
@@ -54,12 +55,13 @@ def test_bytes_are_learnable_tensors_bn_and_seeds_exactly():
     strategy = MonoCNNStrategy(seeds_per_layer=4)
     state = _trained_like(strategy).state_dict()
     payload = strategy.encode(state)
-    sent = [n for n in state if not is_fgf_buffer(n) and not n.endswith("fgf_seed")]
-    float_bytes = sum(4 * state[n].numel() for n in sent if state[n].is_floating_point())
-    int_bytes = sum(8 * state[n].numel() for n in sent if not state[n].is_floating_point())  # num_batches_tracked
-    assert payload.nbytes - payload.framing_nbytes == float_bytes + int_bytes + 8 * 5  # five MonoConv layers
-    assert payload[SEEDS_SEGMENT].protected and payload[SEEDS_SEGMENT].nbytes == 40
-    assert not any(is_fgf_buffer(s.name) for s in payload.segments if s.name != SEEDS_SEGMENT)
+    sent = [n for n in state if not is_fgf_buffer(n) and not n.endswith(SEED_BUFFER) and not is_batch_counter(n)]
+    assert all(state[n].is_floating_point() for n in sent)
+    float_bytes = sum(4 * state[n].numel() for n in sent)
+    assert payload.nbytes - payload.framing_nbytes == float_bytes + 8 * 5  # five MonoConv layers' seeds
+    seeds = [s for s in payload.segments if s.name.endswith(SEED_BUFFER)]
+    assert len(seeds) == 5 and all(s.protected and s.nbytes == 8 for s in seeds)
+    assert not any(is_fgf_buffer(s.name) or is_batch_counter(s.name) for s in payload.segments)
     # the generated buffers it saves are most of a plain model's kernel bytes
     generated = sum(4 * t.numel() for n, t in state.items() if is_fgf_buffer(n))
     assert generated > float_bytes
@@ -79,9 +81,12 @@ def test_decode_regenerates_buffers_instead_of_copying_template_values():
 def test_quantised_values_leave_seeds_and_buffers_exact():
     strategy = MonoCNNStrategy(seeds_per_layer=4, bits=6, per_channel=True, entropy=True)
     state = _trained_like(strategy).state_dict()
-    decoded = strategy.decode(Payload.from_bytes(strategy.encode(state).to_bytes()), _template({"seeds_per_layer": 4}))
+    template = _template({"seeds_per_layer": 4})
+    decoded = strategy.decode(strategy.read(strategy.encode(state).to_bytes(), template), template)
     for name, tensor in state.items():
-        if is_fgf_buffer(name) or name.endswith("fgf_seed") or not tensor.is_floating_point():
+        if is_batch_counter(name):
+            assert int(decoded[name]) == 0  # not sent: the receiver fills it
+        elif is_fgf_buffer(name) or name.endswith(SEED_BUFFER):
             assert torch.equal(decoded[name], tensor)
         else:
             span = (tensor.max() - tensor.min()).item()
@@ -93,15 +98,18 @@ def test_damaged_or_foreign_payloads_are_one_error():
     state = _trained_like(strategy).state_dict()
     template = _template({"seeds_per_layer": 2})
     payload = strategy.encode(state)
-    short = Payload([s if s.name != SEEDS_SEGMENT else s.replace_data(s.data[:-8]) for s in payload.segments])
-    with pytest.raises(PayloadError, match="fgf_seeds.*holds 32 bytes, expected 40"):
+    seed = "features.7.fgf_seed"
+    short = Payload([s if s.name != seed else s.replace_data(s.data[:-2]) for s in payload.segments])
+    with pytest.raises(PayloadError, match=r"'features\.7\.fgf_seed': holds 6 bytes, expected 8"):
         strategy.decode(short, template)
     foreign = Payload(payload.segments + encode_plain("intruder.weight", torch.zeros(3), strategy.coding))
-    with pytest.raises(PayloadError, match="intruder.weight"):
+    with pytest.raises(PayloadError, match="'intruder.weight': surplus"):
         strategy.decode(foreign, template)
-    missing = Payload([s for s in payload.segments if s.name != SEEDS_SEGMENT])
-    with pytest.raises(PayloadError, match="fgf_seeds"):
+    missing = Payload([s for s in payload.segments if s.name != seed])
+    with pytest.raises(PayloadError, match=r"'features\.7\.fgf_seed': missing"):
         strategy.decode(missing, template)
+    with pytest.raises(PayloadError, match="fingerprint"):  # another MonoCNN configuration's payload
+        MonoCNNStrategy(seeds_per_layer=3).read(payload.to_bytes(), template)
 
 
 def test_options_training_key_and_registry():
@@ -117,7 +125,7 @@ def test_options_training_key_and_registry():
         a.encode(DeepCNN(1, 10, 8).state_dict())
     gaussian = MonoCNNStrategy(seeds_per_layer=4, family="gaussian")
     with pytest.raises(ValueError, match="is not a gaussian MonoConv2d"):
-        gaussian.decode(a.encode(_trained_like(a).state_dict()), _template({"seeds_per_layer": 4}))
+        gaussian.decode(gaussian.encode(_trained_like(a).state_dict()), _template({"seeds_per_layer": 4}))
 
 
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -132,11 +140,13 @@ def test_round_trip_property(family, seeds, base_seed, bits, bias):
     options = dict(family=family, seeds_per_layer=seeds, base_seed=base_seed, fgf_bias=bias)
     strategy = MonoCNNStrategy(bits=bits, **options)
     state = _trained_like(strategy, width=4).state_dict()
-    payload = Payload.from_bytes(strategy.encode(state).to_bytes())
-    decoded = strategy.decode(payload, _template(options, width=4))
+    template = _template(options, width=4)
+    decoded = strategy.decode(strategy.read(strategy.encode(state).to_bytes(), template), template)
     for name, tensor in state.items():
         exact = bits is None or is_fgf_buffer(name) or not tensor.is_floating_point()
-        if exact:
+        if is_batch_counter(name):
+            assert int(decoded[name]) == 0
+        elif exact:
             assert torch.equal(decoded[name], tensor), name
         else:
             assert np.isfinite(decoded[name].numpy()).all()

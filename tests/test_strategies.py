@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,8 +14,10 @@ from hypothesis import strategies as st
 from torch import nn
 
 from strategies import registry
-from strategies.prune import BITMASK, INDICES, index_bits, pack_indices, unpack_indices
+from strategies.base import is_batch_counter, is_conv_kernel
+from strategies.prune import BITMASK, INDICES, index_bits, pack_indices, unpack_indices, positions_nbytes
 from strategies.registry import StrategySpecError, build
+from testbed.models.monoconv import is_fgf_buffer
 from testbed.models.symmetric import make_symmetric, strip_symmetric
 from testbed.payload import Payload, PayloadError
 from testbed.symmetry import GROUPS, symmetry_group
@@ -51,10 +55,23 @@ def varint_len(n: int) -> int:
     return max(1, math.ceil(n.bit_length() / 7))
 
 
+# Framing as docs/STRATEGIES.md documents it: version byte, 4-byte schema fingerprint, 4-byte CRC.
+FIXED_FRAMING = 1 + 4 + 4
+
+
 def framing(payload: Payload) -> int:
-    """Header and checksums as the wire format documents them, computed independently."""
-    entries = sum(1 + len(s.name.encode()) + 2 + varint_len(s.nbytes) for s in payload.segments)
-    return 4 + varint_len(len(payload.segments)) + entries + 4 + 4
+    """Header and checksum as the wire format documents them, computed independently."""
+    present = {s.name: s for s in payload.segments}
+    open_fields = 0
+    for spec in payload.schema.specs:
+        segment = present.get(spec.name)
+        if spec.optional:
+            open_fields += varint_len(0 if segment is None else 1 + segment.nbytes)
+        elif spec.nbytes is None:
+            open_fields += varint_len(segment.nbytes)
+        if segment is not None and (spec.fmt is None or spec.protected is None):
+            open_fields += 1  # the form byte
+    return FIXED_FRAMING + open_fields
 
 
 def round_trip(spec: dict, state: dict[str, torch.Tensor]) -> tuple[Payload, dict[str, torch.Tensor]]:
@@ -63,21 +80,19 @@ def round_trip(spec: dict, state: dict[str, torch.Tensor]) -> tuple[Payload, dic
     wire = payload.to_bytes()
     assert payload.nbytes == len(wire)
     assert payload.framing_nbytes == framing(payload)
-    decoded = strategy.decode(Payload.from_bytes(wire), state)
+    assert not any(is_batch_counter(s.name) for s in payload.segments)  # the receiver fills those
+    decoded = strategy.decode(strategy.read(wire, state), state)
     assert decoded.keys() == state.keys()
     for name, tensor in state.items():
         assert decoded[name].shape == tensor.shape and decoded[name].dtype == tensor.dtype, name
-        if not tensor.dtype.is_floating_point:
+        if is_batch_counter(name):
+            assert int(decoded[name]) == 0, name
+        elif not tensor.dtype.is_floating_point:
             assert torch.equal(decoded[name], tensor), name
     return payload, decoded
 
 
 CONV = ("conv1.weight", "conv2.weight")
-
-
-def int_bytes(state: dict[str, torch.Tensor]) -> int:
-    """Integer tensors (BatchNorm counters) travel raw."""
-    return sum(t.numel() * t.element_size() for t in state.values() if not t.dtype.is_floating_point)
 
 
 def test_registry_lists_the_strategies_with_names_and_descriptions() -> None:
@@ -109,9 +124,10 @@ def test_raw_float32_is_exact() -> None:
     state = tiny_state()
     payload, decoded = round_trip({"strategy": "raw"}, state)
     for name in state:
-        assert torch.equal(decoded[name], state[name])
+        if not is_batch_counter(name):
+            assert torch.equal(decoded[name], state[name])
     float_bytes = sum(4 * t.numel() for t in state.values() if t.dtype.is_floating_point)
-    assert payload.nbytes == framing(payload) + float_bytes + int_bytes(state)
+    assert payload.nbytes == FIXED_FRAMING + float_bytes
 
 
 def test_raw_float16_is_fp16_exact() -> None:
@@ -128,7 +144,7 @@ def test_raw_float16_is_fp16_exact() -> None:
 def test_quantise_error_at_most_half_a_step_and_exact_bytes(bits: int, per_channel: bool) -> None:
     state = tiny_state()
     payload, decoded = round_trip({"strategy": "quantise", "bits": bits, "per_channel": per_channel}, state)
-    expected = framing(payload) + int_bytes(state)
+    expected = FIXED_FRAMING
     for name, t in state.items():
         if not t.dtype.is_floating_point:
             continue
@@ -157,10 +173,15 @@ def test_entropy_coding_changes_bytes_not_values(per_channel: bool) -> None:
         assert coded.nbytes < plain.nbytes
     else:  # per-row offsets spread the codes: histogram + stream (472 + 2812) > 3200 packed bytes
         assert coded["conv2.weight"] == plain["conv2.weight"]
-        assert coded["conv2.weight/q"].nbytes == plain["conv2.weight/q"].nbytes + 1  # the flag byte
-    # a 10-value bias is not: the packed codes go instead, exposed, and the flag byte says so
+        assert coded["conv2.weight/q"] == plain["conv2.weight/q"]
+    # a 10-value bias is not: the packed codes go instead, exposed, and the format says so
     assert not coded["fc.bias"].protected and coded["fc.bias"].data == plain["fc.bias"].data
-    assert coded["fc.bias/q"].nbytes == plain["fc.bias/q"].nbytes + 1
+    assert coded["fc.bias/q"] == plain["fc.bias/q"]
+    # what rANS leaves open travels in the header: per float tensor, the form byte of its values
+    # and the lengths of values and side information (one varint byte each for the packed ones)
+    floats = sum(t.dtype.is_floating_point for t in state.values())
+    assert plain.framing_nbytes == FIXED_FRAMING
+    assert coded.framing_nbytes >= FIXED_FRAMING + 3 * floats
 
 
 # ---- symmetry ---------------------------------------------------------------------------
@@ -190,7 +211,7 @@ def test_symmetry_lossless_before_quantisation(group: str, mode: str) -> None:
             expected = t if symmetric else project(t, group)
             torch.testing.assert_close(decoded[name], expected, atol=1e-6, rtol=0)
             assert_symmetric(decoded[name], group, atol=1e-6)
-        else:
+        elif not is_batch_counter(name):  # counters: round_trip checks they decode to 0
             assert torch.equal(decoded[name], t), name
     conv_values = {name: state[name].shape for name in CONV}
     for name, (c_out, c_in, k, _) in conv_values.items():
@@ -270,7 +291,7 @@ def test_prune_magnitude_keeps_the_largest_exactly() -> None:
         assert torch.equal(decoded[name][mask], t[mask])  # float32: kept values exact
         assert t[mask].abs().min() >= t[~mask].abs().max()
     for name in state:
-        if name not in CONV:
+        if name not in CONV and not is_batch_counter(name):
             assert torch.equal(decoded[name], state[name])
 
 
@@ -294,19 +315,20 @@ def test_prune_positions_choice_and_exact_bytes(keep: float, kind: int, bits: in
         m = round(keep * n)
         mask_bytes, index_bytes = math.ceil(n / 8), math.ceil(m * math.ceil(math.log2(n)) / 8)
         chosen = INDICES if index_bytes < mask_bytes else BITMASK
-        assert payload[f"{name}/pos_kind"].data == bytes([chosen]) and payload[f"{name}/pos_kind"].protected
+        assert positions_nbytes(n, m) == (chosen, min(mask_bytes, index_bytes))  # what the receiver derives
+        assert f"{name}/pos_kind" not in payload and payload[f"{name}/pos"].protected
         assert payload[f"{name}/pos"].nbytes == min(mask_bytes, index_bytes)
         assert payload[name].nbytes == math.ceil(m * bits / 8)
         assert payload[f"{name}/q"].nbytes == 8  # kept values are quantised per tensor (our choice)
-    assert payload["conv2.weight/pos_kind"].data == bytes([kind])
+    assert positions_nbytes(3200, round(keep * 3200))[0] == kind
     # the whole payload in closed form: pruned kernels + everything else quantised per channel
-    expected = framing(payload) + int_bytes(state)
+    expected = FIXED_FRAMING
     for name, t in state.items():
         if name in CONV:
             n = t.numel()
             m = round(keep * n)
             positions = min(math.ceil(n / 8), math.ceil(m * math.ceil(math.log2(n)) / 8))
-            expected += math.ceil(m * bits / 8) + 8 + positions + 1
+            expected += math.ceil(m * bits / 8) + 8 + positions
         elif t.dtype.is_floating_point:
             expected += math.ceil(t.numel() * bits / 8) + 8 * (t.shape[0] if t.dim() >= 2 else 1)
     assert payload.nbytes == expected
@@ -335,7 +357,7 @@ def test_prune_exposed_positions_survive_corruption() -> None:
         damaged = payload.with_segments(
             [s.replace_data(bytes(data)) if s.name == segment.name else s for s in payload.segments]
         )
-        decoded = strategy.decode(Payload.from_bytes(damaged.to_bytes()), state)
+        decoded = strategy.decode(strategy.read(damaged.to_bytes(), state), state)
         # values go to the set positions in order: never more than the m values sent
         assert int(kept_mask(decoded["conv2.weight"]).sum()) <= 1600
         assert torch.isfinite(decoded["conv2.weight"]).all()
@@ -435,9 +457,10 @@ def test_every_registered_strategy_round_trips_near_exactly(name: str) -> None:
     model = strategy.after_training(model, finetune=lambda m: None)
     state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     if name == "symmetry":  # posthoc sends the projection: compare with it
-        expected = {k: project(v, "central_skew") if v.dim() == 4 and v.shape[-1] > 1 else v for k, v in state.items()}
+        expected = {k: project(v, "central_skew") if is_conv_kernel(v) else v for k, v in state.items()}
     else:
         expected = state
+    expected = {k: torch.zeros_like(v) if is_batch_counter(k) else v for k, v in expected.items()}
     _, decoded = round_trip({"strategy": name, **ROUND_TRIP_SPECS[name]}, state)
     for key, tensor in expected.items():
         scale = float(tensor.abs().max()) if tensor.dtype.is_floating_point and tensor.numel() else 1.0
@@ -457,3 +480,81 @@ def test_only_symmetric_training_is_kept_through_federated_rounds() -> None:
              for mode in ("dof", "full+project", "posthoc")}
     assert keeps == {"dof": True, "full+project": True, "posthoc": False}
     assert not build({"strategy": "quantise", "bits": 8}).keeps_form_in_federated_training()
+
+
+# ---- the quickstart's payloads: closed form and framing ------------------------------------
+
+QUICKSTART = Path(__file__).resolve().parents[1] / "configs" / "quickstart.yaml"
+
+
+@functools.cache
+def quickstart_payloads() -> dict[str, tuple]:
+    """label -> (strategy, state sent, its payload report), as `testbed inspect --json` prints them."""
+    from testbed.commands.inspect import strategy_models
+    from testbed.config import load_config
+    from testbed.inspect import payload_report
+
+    config = load_config(QUICKSTART, [])
+    models = strategy_models(config, config.strategy_specs(), trained=False)
+    return {
+        label: (strategy, state, payload_report(label, strategy, state, reference))
+        for label, (strategy, state, reference) in models.items()
+    }
+
+
+def closed_form_data_bytes(strategy, state: dict[str, torch.Tensor]) -> int:
+    """Data segment bytes of the quickstart's strategies, from the tensors' shapes alone."""
+    o = strategy.options
+    total = 0
+    for name, t in state.items():
+        n = t.numel()
+        if is_batch_counter(name):
+            continue  # not sent
+        if not t.dtype.is_floating_point:
+            total += n * t.element_size()  # MonoCNN's fgf_seed: int64, raw
+        elif strategy.name == "raw":
+            total += 4 * n
+        elif strategy.name == "monocnn" and is_fgf_buffer(name):
+            continue  # regenerated by the receiver
+        elif strategy.name == "symmetry" and is_conv_kernel(t):
+            c_out, c_in, k, _ = t.shape
+            total += math.ceil(c_out * c_in * symmetry_group(o.group, k).dof * o.bits / 8) + 8
+        elif strategy.name == "prune" and is_conv_kernel(t):
+            k = t.shape[-1]
+            m = round(symmetry_group(o.match, k).dof / (k * k) * n)
+            positions = min(math.ceil(n / 8), math.ceil(m * index_bits(n) / 8))
+            total += math.ceil(m * o.bits / 8) + 8 + positions
+        else:  # quantised per tensor: the codes and lo, scale
+            total += math.ceil(n * o.bits / 8) + 8
+    return total
+
+
+def test_quickstart_payloads_are_their_data_plus_nine_bytes_of_framing() -> None:
+    payloads = quickstart_payloads()
+    assert set(payloads) == {"fp32", "q8", "skew-dof8", "prune-skew8", "monocnn8"}
+    for label, (strategy, state, report) in payloads.items():
+        assert report["segments"][0] == {"name": "framing", "bytes": FIXED_FRAMING, "protected": True}, label
+        assert report["total_bytes"] == closed_form_data_bytes(strategy, state) + FIXED_FRAMING, label
+        assert report["total_bytes"] == len(strategy.encode(state).to_bytes()), label
+
+
+def test_quickstart_framing_goals() -> None:
+    payloads = quickstart_payloads()
+    for label, (_, _, report) in payloads.items():
+        assert report["segments"][0]["bytes"] <= 64, label
+    dof = payloads["skew-dof8"][2]
+    assert dof["segments"][0]["bytes"] <= 0.01 * dof["total_bytes"]
+
+
+@pytest.mark.parametrize("spec", [{"strategy": "quantise", "bits": 8}, {"strategy": "prune", "keep": 0.5}])
+def test_the_order_of_the_state_dict_does_not_matter(spec: dict) -> None:
+    """Removing a parametrisation or a pruning mask moves ``weight`` after ``bias``; both ends still agree."""
+    state = tiny_state()
+    shuffled = dict(reversed(list(state.items())))
+    strategy = build(spec)
+    assert strategy.payload_schema(shuffled) == strategy.payload_schema(state)
+    decoded = strategy.decode(strategy.read(strategy.encode(shuffled).to_bytes(), state), state)
+    expected = strategy.decode(strategy.encode(state), state)
+    assert list(decoded) == list(state)
+    for name in state:
+        assert torch.equal(decoded[name], expected[name]), name

@@ -1,4 +1,4 @@
-"""Symmetry groups: DoF counts of METHODS.md, projection properties, noise gain, symmetric training."""
+"""Symmetry groups: DoF counts of the paper's table, projection properties, noise gain, symmetric training."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ from torch import nn
 from testbed.models.symmetric import make_symmetric, strip_symmetric
 from testbed.symmetry import GROUPS, symmetry_group
 
-# Expected values copied from the table of METHODS.md section 1 (the paper's table), not computed.
+# Expected values copied from the DoF table of "Leveraging Kernel Symmetry for Joint Compression and
+# Error Mitigation in Edge Model Transfer" (arXiv:2604.17371), not computed.
 DOF_TABLE = {
     "mirror_h": (6, 15),
     "mirror_v": (6, 15),

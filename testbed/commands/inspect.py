@@ -53,23 +53,24 @@ def parse_strategy_arg(text: str) -> dict:
 
 
 
-def strategy_models(config, specs: dict[str, dict], trained: bool):
-    """label -> (strategy, state to send, reference state of the plain model)."""
+def strategy_models(config, specs: dict[str, dict], trained: bool, base_dir=None):
+    """label -> (strategy, state to send, reference state of the plain model); data files of the
+    config are read relative to ``base_dir`` (the config's folder)."""
     import torch
 
     from strategies.registry import build
-    from testbed.data import dataset_info
+    from testbed.data import data_info
     from testbed.models import build_model
 
-    info = dataset_info(config.data.dataset)
+    info = data_info(config.data, base_dir)
     torch.manual_seed(config.seed)
     plain = build_model(config.model, info.input_shape, info.num_classes)
     reference = plain.state_dict()
     if trained:
-        from testbed.data import load_dataset
+        from testbed.data import load_data
         from testbed.training import central_model
 
-        dataset = load_dataset(config.data.dataset, config.data.dir)
+        dataset = load_data(config.data, base_dir)
     out = {}
     for label, spec in specs.items():
         strategy = build(spec)
@@ -98,7 +99,7 @@ def handle(args) -> int:
         specs = config.strategy_specs()
     reports = [
         payload_report(label, strategy, state, reference)
-        for label, (strategy, state, reference) in strategy_models(config, specs, args.trained).items()
+        for label, (strategy, state, reference) in strategy_models(config, specs, args.trained, path.parent).items()
     ]
     if args.json:
         print(json.dumps(reports, indent=2))
@@ -127,11 +128,13 @@ def print_reports(reports: list[dict], config, trained: bool, summary_only: bool
     console.print(f"[bold]{config.model.arch}[/] for {config.data.dataset}, {weights}")
     summary = Table(title="payloads (ratios against float32)", box=box.SIMPLE_HEAD, pad_edge=False)
     summary.add_column("strategy", min_width=min(24, max(len(r["label"]) for r in reports)))
-    for column in ("kind", "bits", "total\nbytes", "protected\nbytes", "model\nratio", "conv\nratio"):
+    columns = ("kind", "bits", "total\nbytes", "protected\nbytes", "framing\nbytes", "model\nratio", "conv\nratio")
+    for column in columns:
         summary.add_column(column, justify="left" if column == "kind" else "right", no_wrap=True)
     for r in reports:
+        framing = r["segments"][0]["bytes"]  # payload_report's first row: header and checksum
         summary.add_row(r["label"], r["strategy"], str(r["bits"] or "-"), f"{r['total_bytes']:,}",
-                        f"{r['protected_bytes']:,}", _ratio(r["model_ratio"]), _ratio(r["conv_ratio"]))
+                        f"{r['protected_bytes']:,}", f"{framing:,}", _ratio(r["model_ratio"]), _ratio(r["conv_ratio"]))
     console.print(summary)
     if summary_only:
         return

@@ -88,7 +88,7 @@ class Federated(ModelDelivery):
 
     def absorb(self, server, round_: int, results: RoundResults) -> None:
         """FedAvg over the updates that arrived, in device-id order (the same sum whatever the cohorts)."""
-        from testbed.payload import Payload, PayloadError
+        from testbed.payload import PayloadError
 
         for label in server.labels:
             glob = self.states[label]
@@ -100,7 +100,7 @@ class Federated(ModelDelivery):
                 if upload is None:
                     continue
                 try:
-                    delta = self.uplink.decode(Payload.from_bytes(upload.data), template)
+                    delta = self.uplink.decode(self.uplink.read(upload.data, template), template)
                 except PayloadError as exc:
                     row["failure"] = f"{UP.name} decode: {exc}"
                     continue
