@@ -32,6 +32,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from strategies.base import is_conv_kernel  # noqa: E402
 from testbed.config import ExperimentConfig, apply_overrides, validate_tree
 
 STUDY_CONFIGS = {
@@ -520,10 +521,6 @@ KERNEL_NMSE_LABELS = re.compile(
 )
 
 
-def _is_kernel(tensor) -> bool:
-    return tensor.dim() == 4 and tensor.shape[-1] == tensor.shape[-2] and tensor.shape[-1] > 1 and tensor.dtype.is_floating_point
-
-
 def kernel_nmse(run_dir: Path, round_: int = 1) -> pd.DataFrame:
     """Per (strategy, device) of ``round_``: the conv-kernel NMSE of the received model, in dB."""
     from strategies.registry import build
@@ -549,7 +546,7 @@ def kernel_nmse(run_dir: Path, round_: int = 1) -> pd.DataFrame:
             print(f"kernel NMSE: {label}: no cached model in the checkpoint cache, skipped", flush=True)
             continue
         model = central_model(strategy, config.model, dataset, config.seed, progress=False)
-        reference = {k: v.detach().double() for k, v in model.state_dict().items() if _is_kernel(v)}
+        reference = {k: v.detach().double() for k, v in model.state_dict().items() if is_conv_kernel(v)}
         power = sum(float(v.pow(2).sum()) for v in reference.values())
         template = receiver_model(strategy, config, dataset).state_dict()
         payload = strategy.read(strategy.encode(model.state_dict()).to_bytes(), template)

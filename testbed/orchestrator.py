@@ -30,6 +30,7 @@ import torch
 
 from testbed import metrics
 from testbed.atomic import atomic_write
+from testbed.progress import console
 from testbed.config import ConfigError, ExperimentConfig, dump_config
 from testbed.tables import ROUNDS, TRANSFERS
 
@@ -146,7 +147,7 @@ class Experiment:
         self.fleet.to_csv(self.out / "devices.csv")
         self.log(f"dataset {cfg.data.dataset}: {getattr(self.dataset, 'description', '')}")
         if self.show_progress:
-            _console().print(f"[bold]{cfg.name}[/]: {self.scenario.name}, {len(self.fleet.devices)} devices, "
+            console().print(f"[bold]{cfg.name}[/]: {self.scenario.name}, {len(self.fleet.devices)} devices, "
                              f"{cfg.rounds} rounds, dataset {cfg.data.dataset} ({self.dataset.description})")
         self.scenario.start(self)
         self.prepared = True
@@ -393,12 +394,6 @@ class Experiment:
 # ---- progress display --------------------------------------------------------------------
 
 
-def _console():
-    from rich.console import Console
-
-    return Console(stderr=True)
-
-
 class _Progress:
     """Rounds and devices done, with the running bytes and accuracy (rich; silent when off)."""
 
@@ -410,22 +405,22 @@ class _Progress:
 
     def __enter__(self):
         if self.enabled:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+            from testbed.progress import progress_bar
 
-            self.bar = Progress(
-                TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                TextColumn("{task.fields[info]}"), console=_console(), transient=False,
-            )
+            self.bar = progress_bar("{task.fields[info]}")
             self.bar.__enter__()
             self.rounds_task = self.bar.add_task("rounds", total=self.rounds, completed=self.done, info="")
             self.devices_task = self.bar.add_task("devices", total=1, completed=0, info="")
         return self
 
     def start_round(self, round_: int, devices: int) -> None:
+        self.round_started = time.perf_counter()
+        self.round_devices = 0
         if self.enabled:
             self.bar.update(self.devices_task, description=f"round {round_} devices", total=devices, completed=0)
 
     def advance(self, devices: int, transfers: list[dict], measurements: list[dict]) -> None:
+        self.round_devices += devices
         self.bytes += sum(int(r["bytes"]) for r in transfers if r.get("bytes") is not None)
         for r in measurements:
             a = r.get("accuracy")
@@ -434,7 +429,8 @@ class _Progress:
                 self.acc_n += 1
         if self.enabled:
             acc = self.acc_sum / self.acc_n if self.acc_n else math.nan
-            info = f"{self.bytes / 1e6:.2f} MB sent, mean accuracy {acc:.3f}"
+            rate = self.round_devices / max(time.perf_counter() - self.round_started, 1e-9)
+            info = f"{rate:.1f} devices/s, {self.bytes / 1e6:.2f} MB sent, mean accuracy {acc:.3f}"
             self.bar.update(self.devices_task, advance=devices, info=info)
             task = self.bar.tasks[self.devices_task]
             if task.completed >= task.total:
@@ -468,8 +464,8 @@ def print_summary(summary: dict, out_dir: Path) -> None:
             fmt(s["model_ratio"], ".2f"), fmt(s.get("clean_accuracy"), ".3f"), fmt(s["accuracy_mean"], ".3f"),
             fmt(s["accuracy_p10"], ".3f"), f"{s['bytes_total'] / 1e6:.2f}", str(s["failed"]),
         )
-    console = _console()
-    console.print(table)
-    console.print("acc mean/p10: across the devices' local test splits; acc ideal: what an ideal link "
-                  "delivers, on the full test set; ratio: against float32")
-    console.print(f"run folder: {out_dir} (report.html, metrics.csv)")
+    out = console()
+    out.print(table)
+    out.print("acc mean/p10: across the devices' local test splits; acc ideal: what an ideal link "
+              "delivers, on the full test set; ratio: against float32; MB sent: every transfer")
+    out.print(f"run folder: {out_dir} (report.html, transfers.csv, measurements.csv)")

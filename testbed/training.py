@@ -157,23 +157,10 @@ class _Bar:
 
     def __init__(self, description: str):
         from rich.markup import escape
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
 
-        self.progress = Progress(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("loss {task.fields[loss]:.4f}"),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
-        )
+        from testbed.progress import progress_bar
+
+        self.progress = progress_bar("loss {task.fields[loss]:.4f}")
         self.description = escape(description)  # "[plain]" is text, not rich markup
         self.task = None
 
