@@ -107,16 +107,23 @@ def _aggregate(column: Column) -> str:
     return "mean" if column.unit == "dB" or column.name == "repetition" else "sum"
 
 
-_AGGREGATE_WORDS = {"sum": "summed", "mean": "mean", "list": "the values found", "count": "how many"}
+_AGGREGATE_WORDS = {"list": "the values found", "count": "transfers where", "mean": "mean over the transfers",
+                    "sum": "summed over the transfers"}
 
 
 def _traffic_columns(*ways: str) -> tuple[ReportColumn, ...]:
-    return tuple(
-        ReportColumn(_RENAMED.get(c.name, c.name), _RENAMED.get(c.name, c.name),
-                     f"{_AGGREGATE_WORDS[_aggregate(c)]}: {c.meaning}" + (f" ({c.unit})" if c.unit else ""))
-        for c in TRANSFERS.columns
-        if c.name not in _TRANSFER_KEYS and _aggregate(c) in ways
-    )
+    """The traffic table's columns of transfers.csv aggregated in one of ``ways``, in declared order."""
+    out = []
+    for c in TRANSFERS.columns:
+        if c.name in _TRANSFER_KEYS or _aggregate(c) not in ways:
+            continue
+        if c.name == "failure":
+            meaning = "transfers that failed (`failure` not empty: delivery or decoding)"
+        else:
+            meaning = f"{_AGGREGATE_WORDS[_aggregate(c)]}: {c.meaning}" + (f" ({c.unit})" if c.unit else "")
+        name = _RENAMED.get(c.name, c.name)
+        out.append(ReportColumn(name, name, meaning))
+    return tuple(out)
 
 
 TRANSFER_COLUMNS: tuple[ReportColumn, ...] = (
@@ -362,10 +369,8 @@ def format_cell(column: str, value, unit: str = "") -> str:
         return f"{100 * value:.1f}%"
     if column.startswith("accuracy") or column.endswith("_accuracy"):
         return f"{value:.4f}"
-    if isinstance(value, float) and not float(value).is_integer():
-        return f"{value:.4g}"
     if isinstance(value, float):
-        return f"{value:.0f}"
+        return f"{value:.0f}" if value.is_integer() and abs(value) < 1e12 else f"{value:.4g}"
     return str(value)
 
 
