@@ -28,7 +28,7 @@ def main() -> int:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args()
 
-    from testbed.report import report_files, write_report
+    from testbed.report import load_runs, report_files, write_report
 
     if args.runs:
         dirs = [Path(d) for d in args.runs]
@@ -43,10 +43,10 @@ def main() -> int:
     start = time.perf_counter()
     page = write_report(dirs, out_html)
     seconds = time.perf_counter() - start
-    import pandas as pd
-
-    rows = sum(len(pd.read_csv(d / "metrics.csv")) for d in dirs)
-    print(f"report of {len(dirs)} run(s), {rows} metric rows: {seconds:.2f} s "
+    runs = load_runs(dirs)
+    measured = sum(len(run.measurements) for run in runs)
+    sent = sum(len(run.transfers) for run in runs)
+    print(f"report of {len(dirs)} run(s), {measured} measurement rows, {sent} transfer rows: {seconds:.2f} s "
           f"({platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()})")
     for role, path in report_files(page).items():
         print(f"  {role:15s} {path} ({path.stat().st_size:,} bytes)")

@@ -141,6 +141,17 @@ def _high_fd(fd: int) -> int:
     return copy
 
 
+def _hold_low_fds() -> list[int]:
+    """Open /dev/null until fds 3 and 4 are taken; the fds opened, to close after the Popen."""
+    held = []
+    while True:
+        fd = os.open(os.devnull, os.O_RDONLY)  # not inheritable (PEP 446)
+        if fd > 4:
+            os.close(fd)
+            return held
+        held.append(fd)
+
+
 def open_page(path: str | Path, width: int = 1280, height: int = 900, timeout: float = 60.0) -> PageResult:
     """Load ``path`` (a local file) in headless Chromium; return its console errors and a screenshot."""
     browser = require_chromium()
@@ -153,14 +164,24 @@ def open_page(path: str | Path, width: int = 1280, height: int = 900, timeout: f
             os.dup2(to_read, 3)
             os.dup2(from_write, 4)
 
-        process = subprocess.Popen(
-            [browser, *FLAGS, f"--user-data-dir={profile}", f"--window-size={width},{height}"],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            preexec_fn=wire_fds,
-            pass_fds=(3, 4),
-        )
+        # Not pass_fds=(3, 4): whatever holds fds 3 and 4 here (matplotlib's font files, once a
+        # figure was drawn) may be closed by at-fork handlers before the child marks them
+        # inheritable (EBADF). wire_fds makes the browser's 3 and 4 itself, and close_fds=False
+        # keeps them; other fds reach the browser only if made inheritable on purpose (PEP 446).
+        # Holding 3 and 4 while forking keeps subprocess's own error pipe off them.
+        placeholders = _hold_low_fds()
+        try:
+            process = subprocess.Popen(
+                [browser, *FLAGS, f"--user-data-dir={profile}", f"--window-size={width},{height}"],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                preexec_fn=wire_fds,
+                close_fds=False,
+            )
+        finally:
+            for fd in placeholders:
+                os.close(fd)
         os.close(to_read)
         os.close(from_write)
         stderr_lines: list[str] = []

@@ -9,9 +9,10 @@ def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
         "report",
         help="write the HTML report (plus CSV and Markdown tables) of one or more run folders",
-        description="Read run folders and write one self-contained HTML page (tables and plots: bytes, "
-        "compression ratios, accuracy against SNR and bytes, per-device spread, reconstruction error) with "
-        "its tables beside it as CSV and Markdown. Several folders are compared in one page, each strategy "
+        description="Read run folders and write one self-contained HTML page (tables: strategies, the traffic "
+        "of every transfer, what the scenario measured, rounds; plots: accuracy against SNR and bytes, "
+        "per-device spread, reconstruction error, traffic, and any figure a scenario registers) with its "
+        "tables beside it as CSV and Markdown. Several folders are compared in one page, each strategy "
         "labelled 'run / strategy'.",
     )
     parser.add_argument("runs", nargs="+", metavar="DIR", help="run folders (written by testbed run or sweep)")

@@ -5,12 +5,16 @@ from __future__ import annotations
 import html
 import json
 import math
+import re
 
 import pandas as pd
 
-from testbed.report.plots import FIGURES
+from testbed.report.figures import Drawn
 from testbed.report.runs import RunData
-from testbed.report.tables import STRATEGY_COLUMNS, format_bytes, format_cell
+from testbed.report.tables import (
+    ROUND_COLUMNS, STRATEGY_COLUMNS, TRANSFER_COLUMNS, Report, ReportColumn, format_bytes,
+    format_cell,
+)
 
 DEVICE_ROWS_SHOWN = 200  # the devices table on the page; devices.csv has them all
 
@@ -32,43 +36,65 @@ details { margin: 0.5em 0; } summary { cursor: pointer; font-weight: 600; }
 dl.defs dt { font-weight: 600; } dl.defs dd { margin: 0 0 0.4em 1.5em; color: #333; }
 """
 
-_DEFINITIONS = [
-    ("bytes/device/round", "mean over (device, round) rows of all bytes sent to a device (payload, CRC "
-     "trailers and resends; plus uplink bytes in federated mode); failed deliveries included."),
-    ("ratio (model), ratio (conv)", "fp32 bytes of the whole model, or of the conv kernels alone, over the "
-     "payload bytes carrying them (payloads.json)."),
-    ("protected", "share of the payload sent protected (delivered intact, by retransmission)."),
-    ("fleet bytes, airtime", "sums over every device and round."),
-    ("acc mean / p10 / min", "across devices; a device's accuracy is its mean over rounds in broadcast mode, "
-     "its last-round accuracy in federated mode. Failed deliveries have no accuracy: see 'failed'."),
-    ("NMSE", "reconstruction error against the server's float model, averaged on the linear scale and shown "
-     "in dB; compression: a clean decode; channel: what the link added; -inf: exact."),
-    ("failed", "device-rounds where the model was not delivered or could not be decoded."),
-]
-
 
 def _esc(value) -> str:
     return html.escape(str(value), quote=True)
+
+
+def _rich(text: str) -> str:
+    """A meaning's Markdown (`code`, **bold**) as HTML."""
+    out = re.sub(r"`([^`]+)`", r"<code>\1</code>", _esc(text))
+    return re.sub(r"\*\*([^*]+)\*\*", r"<b>\1</b>", out)
 
 
 def _is_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def _strategy_table_html(table: pd.DataFrame, several_runs: bool) -> str:
-    columns = [c for c in STRATEGY_COLUMNS if several_runs or c != "run"]
-    head = "".join(f"<th>{_esc(STRATEGY_COLUMNS[c])}</th>" for c in columns)
+def _table_html(frame: pd.DataFrame, columns: tuple[ReportColumn, ...], hide=()) -> str:
+    """A report table; hover a formatted number for its exact value."""
+    columns = [c for c in columns if c.name in frame.columns and c.name not in hide]
+    head = "".join(f"<th>{_esc(c.header)}</th>" for c in columns)
     body = []
-    for _, row in table.iterrows():
+    for _, row in frame.iterrows():
         cells = []
         for c in columns:
-            value = row[c]
-            text = format_cell(c, value)
+            value = row[c.name]
+            text = format_cell(c.name, value)
             exact = f' title="{_esc(value)}"' if _is_number(value) and text != str(value) else ""
-            cls = ' class="num"' if c not in ("run", "strategy", "kind") else ""
+            cls = ' class="num"' if _is_number(value) or text in ("n/a", "-") else ""
             cells.append(f"<td{cls}{exact}>{_esc(text)}</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
     return f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table></div>'
+
+
+def _measurements_html(frame: pd.DataFrame, several: bool) -> str:
+    """The scenario's measurements, one row each, one column per (run,) strategy: the mean over its
+    device-rounds (hover for how many, the minimum and the maximum)."""
+    keys = list(dict.fromkeys(zip(frame["run"], frame["strategy"])))
+    head = "<th>measurement</th><th>unit</th>" + "".join(
+        f"<th>{_esc(f'{run} / {strategy}' if several else strategy)}</th>" for run, strategy in keys)
+    cells = {(r["run"], r["strategy"], r["measurement"]): r for _, r in frame.iterrows()}
+    body = []
+    for measurement, unit in dict.fromkeys(zip(frame["measurement"], frame["unit"])):
+        row = [f"<td>{_esc(measurement)}</td><td>{_esc(unit)}</td>"]
+        for run, strategy in keys:
+            r = cells.get((run, strategy, measurement))
+            if r is None:
+                row.append('<td class="num">-</td>')
+                continue
+            hover = "; ".join(f"{k} {format_cell(k, r[k], unit=unit if k != 'rows' else '')}" for k in ("rows", "min", "max"))
+            row.append(f'<td class="num" title="{_esc(hover)}">{_esc(format_cell("mean", r["mean"], unit=unit))}</td>')
+        body.append("<tr>" + "".join(row) + "</tr>")
+    note = ('<p class="meta">Each cell: the mean over the strategy\'s device-rounds with a value (dB values on the '
+            "linear scale, flags: the share that are true); hover for how many, the minimum and the maximum. "
+            "The measurements CSV beside this page has them all.</p>")
+    return f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table></div>{note}'
+
+
+def _definitions_html(columns: tuple[ReportColumn, ...], hide=()) -> str:
+    items = "".join(f"<dt>{_esc(c.header)}</dt><dd>{_rich(c.meaning)}</dd>" for c in columns if c.name not in hide)
+    return f'<details><summary>What the columns mean</summary><dl class="defs">{items}</dl></details>'
 
 
 def _frame_html(frame: pd.DataFrame, limit: int | None = None) -> str:
@@ -105,7 +131,7 @@ def _payloads_html(run: RunData) -> str:
 
 def _run_meta(run: RunData) -> str:
     s = run.summary
-    bits = [f"mode {_esc(run.mode)}", f"seed {_esc(s.get('seed', run.config.get('seed', '?')))}"]
+    bits = [f"scenario {_esc(run.scenario or '?')}", f"seed {_esc(s.get('seed', run.config.get('seed', '?')))}"]
     bits.append(f"rounds {run.rounds_done} of {run.rounds if run.rounds is not None else '?'}")
     if "wall_s" in s:
         bits.append(f"wall {float(s['wall_s']):.1f} s")
@@ -115,8 +141,14 @@ def _run_meta(run: RunData) -> str:
     return " · ".join(bits)
 
 
-def render_page(runs: list[RunData], table: pd.DataFrame, figures: dict[str, str], files: dict[str, str]) -> str:
+def _section(heading: str, body: str) -> list[str]:
+    return [f"<h2>{_esc(heading)}</h2>", body]
+
+
+def render_page(report: Report, figures: list[Drawn], files: dict[str, str]) -> str:
+    runs = report.runs
     several = len(runs) > 1
+    single = () if several else ("run",)
     names = sorted({str(run.summary.get("name") or run.config.get("name") or run.label) for run in runs})
     title = f"Fleet bandwidth report: {', '.join(names)}"
     warnings = [
@@ -135,19 +167,28 @@ def render_page(runs: list[RunData], table: pd.DataFrame, figures: dict[str, str
         + "</p>",
     ]
     out += [f'<div class="warn">{w}</div>' for w in warnings]
-    out.append("<h2>Strategies</h2>")
-    out.append(_strategy_table_html(table, several))
+    out += _section("Strategies", _table_html(report.strategies, STRATEGY_COLUMNS, hide=single))
     out.append(
         '<p class="meta">Tables beside this page: '
         + ", ".join(f"<code>{_esc(name)}</code> ({_esc(what)})" for name, what in files.items())
         + ".</p>"
     )
-    out.append("<details><summary>What the columns mean</summary><dl class=\"defs\">")
-    out += [f"<dt>{_esc(k)}</dt><dd>{_esc(v)}</dd>" for k, v in _DEFINITIONS]
-    out.append("</dl></details>")
+    out.append(_definitions_html(STRATEGY_COLUMNS, hide=single))
+    out += _section("Traffic by transfer", _table_html(report.transfers, TRANSFER_COLUMNS, hide=single)
+                    if len(report.transfers) else '<p class="meta">No transfer recorded yet.</p>')
+    out.append(_definitions_html(TRANSFER_COLUMNS, hide=single))
+    out += _section("What the scenario measured", _measurements_html(report.measurements, several)
+                    if len(report.measurements) else '<p class="meta">No measurements beyond the base columns.</p>')
+    out.append(f"<details><summary>Per round ({len(report.rounds)} rows)</summary>"
+               f"{_table_html(report.rounds, ROUND_COLUMNS, hide=single)}{_definitions_html(ROUND_COLUMNS, hide=single)}"
+               "</details>")
     out.append("<h2>Plots</h2>")
-    for key, heading, caption in FIGURES:
-        out.append(f'<figure id="fig-{key}"><h3>{_esc(heading)}</h3>{figures[key]}<figcaption>{_esc(caption)}</figcaption></figure>')
+    if not figures:
+        out.append('<p class="meta">Nothing to plot yet.</p>')
+    for drawn in figures:
+        f = drawn.figure
+        out.append(f'<figure id="fig-{_esc(f.key)}"><h3>{_esc(f.heading)}</h3>{drawn.svg}'
+                   f"<figcaption>{_rich(f.caption)}</figcaption></figure>")
     out.append("<h2>What was measured</h2>")
     for run in runs:
         prefix = f"{_esc(run.label)}: " if several else ""
