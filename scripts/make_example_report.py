@@ -35,7 +35,7 @@ def main() -> int:
         out_html = dirs[0] / "report.html" if len(dirs) == 1 else Path(args.out) / "report.html"
     else:
         from testbed.config import load_config
-        from testbed.orchestrator import run_experiment
+        from testbed.runner import run_experiment
 
         config = load_config(args.config, args.set)
         dirs = [run_experiment(config, args.out, progress=True, config_path=args.config)]

@@ -153,6 +153,16 @@ def power_mean_db(values) -> float:
     return float(10 * np.log10(linear)) if linear > 0 else float("-inf")
 
 
+def study_rows(run) -> pd.DataFrame:
+    """The run's per-device rows (the wide view) in the study's terms: ``strategy`` is the label,
+    ``snr_db`` the downlink's, ``failed`` the one definition of a failed device."""
+    from testbed.metrics import failed
+
+    rows = run.wide.rename(columns={"strategy": "strategy_kind", "label": "strategy", "snr_db_down": "snr_db"})
+    rows["failed"] = failed(rows)
+    return rows
+
+
 def snr_table(metrics: pd.DataFrame) -> pd.DataFrame:
     """Per (strategy, SNR): samples, failures, mean accuracy and its 95% CI, NMSE, bytes.
 
@@ -192,7 +202,8 @@ def strategy_summary(run) -> pd.DataFrame:
     rows = []
     summary = run.summary.get("strategies", {})
     for label, payload in run.payloads.items():
-        m = run.metrics[run.metrics["strategy"] == label]
+        m = study_rows(run)
+        m = m[m["strategy"] == label]
         s = summary.get(label, {})
         rows.append({
             "strategy": label,
@@ -686,7 +697,7 @@ def make_figures(out: Path, results: Path, walls: dict[str, float] | None = None
     foot = machine_line(runs)
     tables, summaries = {}, {}
     for kind, run in runs.items():
-        tables[kind] = snr_table(run.metrics)
+        tables[kind] = snr_table(study_rows(run))
         summaries[kind] = strategy_summary(run)
         tables[kind].to_csv(results / f"{kind}_by_snr.csv", index=False, float_format="%.6g")
         summaries[kind].to_csv(results / f"{kind}_strategies.csv", index=False, float_format="%.6g")
@@ -718,8 +729,8 @@ def make_figures(out: Path, results: Path, walls: dict[str, float] | None = None
     print(f"report: {report}")
     meta = {
         "runs": {k: {"run_folder": k, "wall_s": r.summary.get("wall_s"), "rounds_done": r.summary.get("rounds_done"),
-                     "devices": int(r.metrics["device_id"].nunique()), "strategies": int(r.metrics["strategy"].nunique()),
-                     "rows": len(r.metrics)} for k, r in runs.items()},
+                     "devices": int(r.wide["device_id"].nunique()), "strategies": int(r.wide["label"].nunique()),
+                     "rows": len(r.wide)} for k, r in runs.items()},
         "machine": next(iter(runs.values())).summary.get("machine", {}),
         "study_wall_s": walls,
         "load_average_now": os.getloadavg(),

@@ -96,7 +96,8 @@ class Table:
             if isinstance(value, float) and math.isnan(value):
                 return ""
             return str(int(value))
-        return str(value)
+        # Text cells are one line (a reason, a label): a line break would split the row.
+        return str(value).replace("\r", " ").replace("\n", " ")
 
     def csv_text(self, rows: Iterable[dict], header: bool) -> str:
         out = io.StringIO()
@@ -141,31 +142,40 @@ class Table:
     def read(self, run_dir: str | Path):
         """The table as a pandas DataFrame with the declared dtypes (nullable ints, NaN floats).
 
-        Columns of the file not declared here keep the types pandas infers; declared
-        columns the file lacks (written by an older version) are added empty.
+        A last line without its newline (cut by a kill mid-write) is not read. Columns of the
+        file not declared here (a scenario not installed) are numbers where every value parses
+        as one (empty or "nan": missing), else text; declared columns the file lacks (written by
+        an older version) are added empty.
         """
         import pandas as pd
 
         path = self.file(run_dir)
+        data = path.read_bytes() if path.exists() else b""
+        data = data[: data.rfind(b"\n") + 1]
         strings = {c.name for c in self.columns if c.dtype == "str"}
-        if not path.exists() or path.stat().st_size == 0:
+        if not data:
             frame = pd.DataFrame({c: [] for c in self.names})
         else:
-            frame = pd.read_csv(
-                path, keep_default_na=False, dtype={c: str for c in strings},
-                na_values={c: ["", "nan"] for c in self.names if c not in strings},
-            )
+            frame = pd.read_csv(io.BytesIO(data), keep_default_na=False, dtype=str)
+        for name in frame.columns:
+            if name not in self.names:
+                try:
+                    frame[name] = pd.to_numeric(frame[name].replace({"": None, "nan": None}))
+                except (ValueError, TypeError):
+                    pass  # text
         for c in self.columns:
             if c.name not in frame:
                 frame[c.name] = "" if c.dtype == "str" else None
-            if c.dtype == "int":
-                frame[c.name] = pd.to_numeric(frame[c.name]).astype("Int64")
-            elif c.dtype == "float":
-                frame[c.name] = pd.to_numeric(frame[c.name], errors="coerce").astype(float)
-            elif c.dtype == "bool":
-                frame[c.name] = frame[c.name].astype(str).str.lower().eq("true")
-            else:
+            if c.dtype == "str":
                 frame[c.name] = frame[c.name].astype(str)
+                continue
+            values = frame[c.name].replace({"": None, "nan": None}) if c.name not in strings else frame[c.name]
+            if c.dtype == "int":
+                frame[c.name] = pd.to_numeric(values).astype("Int64")
+            elif c.dtype == "float":
+                frame[c.name] = pd.to_numeric(values, errors="coerce").astype(float)
+            else:
+                frame[c.name] = values.astype(str).str.lower().eq("true")
         return frame
 
     def markdown(self) -> str:

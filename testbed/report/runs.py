@@ -123,22 +123,9 @@ def _scenario(config: dict, summary: dict) -> tuple[str, type | None, Table]:
     return name, cls, cls.measurements_table(options)
 
 
-def _numbers_parsed(frame: pd.DataFrame, table: Table) -> pd.DataFrame:
-    """Columns ``table`` does not declare (a scenario not installed here) with their numbers parsed:
-    the table writer writes "nan" or "" for no value, which pandas alone reads as text."""
-    for name in frame.columns:
-        if name in table.names or not pd.api.types.is_string_dtype(frame[name]):
-            continue
-        try:
-            frame[name] = pd.to_numeric(frame[name].replace({"": None, "nan": None}))
-        except (ValueError, TypeError):
-            pass  # text after all
-    return frame
-
-
 def _read_table(table: Table, path: Path, committed: int | None) -> pd.DataFrame:
     try:
-        frame = _numbers_parsed(table.read(path), table)
+        frame = table.read(path)
     except (pd.errors.ParserError, UnicodeDecodeError, ValueError, TypeError) as exc:
         raise ReportError(f"{table.file(path)}: cannot parse ({' '.join(str(exc).split())})") from None
     if committed is not None:
