@@ -153,8 +153,11 @@ def test_report_numbers_match_the_run_folder(run_dir, tmp_path):
     # The scenario's own measurements, federated's training loss among them.
     measurements = _csv(run_dir / "measurements.csv")
     measured = pd.read_csv(files["measurements_csv"])
-    expected_columns = ["decode_ok", "accuracy", "loss", "n_test", "recon_nmse_db", "recon_nmse_compression_db",
-                        "recon_nmse_channel_db"] + (["train_loss"] if run_dir.name == "fed" else [])
+    base = ["round", "label", "device_id", "strategy", "bits", "link_model", "failure"]
+    expected_columns = [c for c in measurements.columns if c not in base]
+    assert expected_columns[:7] == ["decode_ok", "accuracy", "loss", "n_test", "recon_nmse_db",
+                                    "recon_nmse_compression_db", "recon_nmse_channel_db"]
+    assert ("train_loss" in expected_columns) == (run_dir.name == "fed")
     assert measured[measured["strategy"] == "q8"]["measurement"].tolist() == expected_columns
     for label in LABELS:
         m = measurements[measurements["label"] == label]
@@ -183,7 +186,9 @@ def test_report_numbers_match_the_run_folder(run_dir, tmp_path):
 
     html = page.read_text()
     assert _figure_keys(html) == BUILTIN
-    assert f"scenario {'federated' if run_dir.name == 'fed' else 'broadcast'}" in html
+    scenario = json.loads((run_dir / "summary.json").read_text())["scenario"]
+    assert scenario == ("federated" if run_dir.name == "fed" else "faulty-broadcast")
+    assert f"scenario {scenario}" in html
     for label in LABELS:
         assert f">{label}<" in html
     assert ">server-&gt;device<" in html
@@ -392,7 +397,7 @@ def test_report_command(tiny_run, tmp_path, capsys):
 
 def test_load_run_reads_the_declared_tables(tiny_run):
     run = load_run(tiny_run)
-    assert run.strategies == LABELS and run.scenario == "broadcast" and run.over_rounds == "mean"
+    assert run.strategies == LABELS and run.scenario == "faulty-broadcast" and run.over_rounds == "mean"
     assert run.rounds_done == run.rounds == 2
     assert run.transfer_names == ["down"]
     assert run.measurements["device_id"].dtype == "Int64" and run.transfers["delivered"].dtype == bool
