@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from testbed.links import LinkParams, make_link
+from testbed.links import link_params, make_link
 from testbed.payload import FORMAT_BYTES, FORMAT_F16, FORMAT_F32, Payload, Segment, packed_format
 from testbed.rng import derive_rng
 
@@ -88,7 +88,7 @@ def _number(x):
 
 def run(case: dict, payloads: dict[str, Payload]) -> dict:
     """What the link delivers in ``case``: statistics, a digest of the received segments, erased ranges."""
-    params = LinkParams(case["model"], **case["params"], protected_repetition=case["repetition"])
+    params = link_params(case["model"], **case["params"], protected_repetition=case["repetition"])
     sent = payloads[case["payload"]]
     t = make_link(params).transmit(sent, derive_rng(case["key"], "golden", case["name"]))
     stats = t.stats.as_dict()
