@@ -267,7 +267,6 @@ class Choice(_Form):
 
 DISTRIBUTIONS: dict[str, type[_Form]] = {"uniform": Uniform, "normal": Normal, "lognormal": LogNormal, "choice": Choice}
 SHAPES = {"uniform": "[low, high]", "normal": "[mean, std]", "lognormal": "[mu, sigma]", "choice": "[values...] (weights: [...])"}
-Distribution = Uniform | Normal | LogNormal | Choice
 
 
 class _Forms:

@@ -95,9 +95,9 @@ class BurstChannel(Channel):
                 offsets = np.cumsum(n) - n
                 run = np.searchsorted(offsets, found, side="right") - 1
                 parts.append(s[run] + found - offsets[run])
-        if not parts:
-            return np.empty(0, dtype=np.int64)
-        return np.sort(np.concatenate(parts))
+        if len(parts) < 2:  # each part is in order already
+            return parts[0] if parts else np.empty(0, dtype=np.int64)
+        return np.sort(np.concatenate(parts), kind="stable")  # a merge of two sorted runs
 
     def send_success(self, bits: int, copies: int) -> float:
         """P(at least one of ``copies`` back-to-back copies of ``bits`` bits has no error), chain stationary.

@@ -112,6 +112,8 @@ class Protection:
 
     def send(self, nbytes: int, ch: Channel, copies: int, rng: np.random.Generator, stats: LinkStats) -> int:
         """Send ``nbytes`` of protected data (``copies`` copies per send); fill the stats; return the ARQ rounds."""
+        if ch.error_free:  # every packet through at its first send
+            return 0
         sizes = packets.groups(nbytes, self.packet_bytes)
         sends = ch.draw_sends([(n, 8 * (size + CRC_BYTES)) for n, size in sizes], copies, self.max_attempts, rng)
         worst, first_failed, index = 1, None, 0
