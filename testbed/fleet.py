@@ -56,21 +56,21 @@ class Column:
     rule: Rule
     link: bool  # a link parameter (or the link model)
     required: bool  # the header must have it; every row gives it
-    measured: bool  # rows whose link model has it must give it
+    measured: bool  # a measured link value: the rows whose link model has it must give it
 
 
 def columns() -> dict[str, Column]:
     """The trace columns, in ``devices.csv`` order: device id, link model and parameters, compute, partition."""
     models = available()
     out = [
-        Column("device_id", "device_id", whole(ge=0), False, True, True),
+        Column("device_id", "device_id", whole(ge=0), False, True, False),
         Column("link_model", "model", one_of(*models), True, False, False),
     ]
     for p in parameters().values():
         everywhere = len(p.models) == len(models)
         out.append(Column(_COLUMN_NAMES.get(p.name, p.name), p.name, p.rule, True, p.measured and everywhere, p.measured))
     for name, field in ComputeConfig.model_fields.items():
-        out.append(Column(_COLUMN_NAMES.get(name, name), name, rule_of(field), False, is_measured(field), is_measured(field)))
+        out.append(Column(_COLUMN_NAMES.get(name, name), name, rule_of(field), False, is_measured(field), False))
     out.append(Column("partition", "partition", whole(ge=0), False, False, False))
     return {c.name: c for c in out}
 
@@ -90,8 +90,12 @@ def _attribute(spec: Any, rule: Rule, key: str, device_id: int, position: int, s
     return rule.check(value)
 
 
-def _link_params(section: LinkSection, device_id: int, position: int, seed: int, given: Mapping[str, Any] = {}) -> LinkParams:
-    """One device's link: its model (given, or drawn from the section), then that model's parameters."""
+def _link_params(
+    section: LinkSection, device_id: int, position: int, seed: int, given: Mapping[str, Any] | None = None
+) -> LinkParams:
+    """One device's link: its model (given, or drawn from the section), then that model's parameters
+    (given, else drawn from the section, else the model's defaults)."""
+    given = given or {}
     fields = type(section).model_fields
     model = given.get("model")
     if model is None:
@@ -147,7 +151,7 @@ class Fleet:
         cols = columns()
         reader = csv.reader(io.StringIO(_read_text(path), newline=""))
         header = None
-        devices, lines, first_line = [], [], {}
+        devices, first_line = [], {}  # first_line: device id -> its line
         for row in reader:
             line = reader.line_num
             if not any(cell.strip() for cell in row):
@@ -165,15 +169,14 @@ class Fleet:
                 )
             first_line[device.device_id] = line
             devices.append(device)
-            lines.append(line)
         if header is None:
             raise FleetError(f"{path}: empty, expected a header line with {', '.join(required_columns())}")
         if not devices:
             raise FleetError(f"{path}: no devices after the header")
-        for device, line in zip(devices, lines):
+        for device in devices:
             if device.partition >= len(devices):
                 raise FleetError(
-                    f"{path} line {line}, column partition: {device.partition} is beyond the fleet's "
+                    f"{path} line {first_line[device.device_id]}, column partition: {device.partition} is beyond the fleet's "
                     f"{len(devices)} partitions (0..{len(devices) - 1}, one per device)"
                 )
         return cls(devices)

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Annotated, Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, TypeAdapter, ValidationError, WrapValidator, create_model
+from pydantic import BaseModel, ConfigDict, Field, PlainValidator, SerializeAsAny, TypeAdapter, ValidationError, create_model
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from testbed.attributes import Rule, forms, is_measured, one_of, rule_of
@@ -107,7 +107,7 @@ def _model_names(spec) -> list[str]:
     return list(dict.fromkeys(items))
 
 
-def _parse(value, handler) -> LinkSection:
+def _parse(value) -> LinkSection:
     if isinstance(value, LinkSection):
         return value
     if not isinstance(value, Mapping):
@@ -126,7 +126,7 @@ def _parse(value, handler) -> LinkSection:
 
 
 # The type of a config's fleet.link: validated by _parse, dumped as the section it is.
-LinkConfig = Annotated[SerializeAsAny[LinkSection], WrapValidator(_parse)]
+LinkConfig = Annotated[SerializeAsAny[LinkSection], PlainValidator(_parse)]
 _ADAPTER = TypeAdapter(LinkConfig)
 
 
