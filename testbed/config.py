@@ -8,10 +8,13 @@ error naming the key and the file rather than a silently ignored setting.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from testbed.attributes import MEASURED, forms, number
+from testbed.links.schema import LinkConfig, link_section
 
 from testbed.errors import ConfigError
 from testbed.recipes import TrainConfig
@@ -21,63 +24,14 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-# ---- distributions for fleet attributes ------------------------------------------
-# A fleet attribute is a fixed value, a list (one value per device, cycled), or
-# one of these distributions, drawn per device with the fleet's seed.
-
-
-class Uniform(Section):
-    uniform: tuple[float, float]
-
-
-class Normal(Section):
-    normal: tuple[float, float]  # mean, std
-
-
-class LogNormal(Section):
-    lognormal: tuple[float, float]  # mu, sigma of the underlying normal
-
-
-class Choice(Section):
-    choice: list[Any]
-    weights: list[float] | None = None
-
-    @model_validator(mode="after")
-    def _weights_match(self):
-        if self.weights is not None and len(self.weights) != len(self.choice):
-            raise ValueError("weights must have one entry per choice")
-        return self
-
-
-Distribution = Uniform | Normal | LogNormal | Choice
-NumberAttr = float | list[float] | Distribution
-ChoiceAttr = str | list[str] | Choice
-RepetitionAttr = Literal["auto"] | int | list[Literal["auto"] | int] | Choice
-
-
-class LinkConfig(Section):
-    model: ChoiceAttr = "awgn"  # ideal | bsc | awgn | analog | erasure | fading
-    snr_db: NumberAttr = 10.0  # Eb/N0 for digital links, signal-to-noise for analog, mean for fading
-    ber: NumberAttr = 0.0  # for bsc
-    modulation: ChoiceAttr = "bpsk"  # bpsk | qpsk | 16qam
-    bandwidth_mbps: NumberAttr = 10.0
-    latency_ms: NumberAttr = 20.0
-    packet_bytes: NumberAttr = 1024
-    loss: NumberAttr = 0.0  # packet erasure probability
-    max_attempts: int = Field(default=8, ge=1)  # sends of one protected packet before delivery fails
-    # copies of each protected packet per send, combined by the receiver; "auto": the fewest
-    # (1..64) that get a packet through one send with probability >= 0.9 (1: no coding)
-    protected_repetition: RepetitionAttr = "auto"
-
-
 class ComputeConfig(Section):
-    speed_factor: NumberAttr = 1.0
-    availability: NumberAttr = 1.0  # probability a device takes part in a round
+    speed_factor: forms(number(gt=0)) = 1.0  # relative compute speed (1 = reference device)
+    availability: Annotated[forms(number(ge=0, le=1)), MEASURED] = 1.0  # probability a device takes part in a round
 
 
 class FleetConfig(Section):
     devices: int = Field(default=20, ge=1)
-    link: LinkConfig = LinkConfig()
+    link: LinkConfig = Field(default_factory=link_section)  # a section of the link models' own parameters
     compute: ComputeConfig = ComputeConfig()
     trace: str | None = None  # CSV of measured devices; replaces the drawn ones
 

@@ -1,65 +1,37 @@
 """The fleet: devices with their link, compute profile and data partition.
 
-A fleet comes from the config (each attribute fixed, a list cycled over the
-devices, or a distribution drawn per device) or from a trace CSV of measured
-devices; ``to_csv`` writes it back in the trace format so a run's fleet can be
+A fleet comes from the config (each attribute fixed, a list cycled over the devices, or a
+distribution drawn per device; see :mod:`testbed.attributes`) or from a trace CSV of
+measured devices; ``to_csv`` writes it back in the trace format so a run's fleet can be
 reloaded exactly.
 
-Draws are keyed by attribute and device id (``derive_rng(seed, "fleet",
-"link.snr_db", device_id)``), so adding devices leaves the earlier devices as
-they were, and each round's availability is keyed by round and device id.
+Draws are keyed by attribute and device id (``derive_rng(seed, "fleet", "link.snr_db",
+device_id)``), so adding devices leaves the earlier devices as they were, and each round's
+availability is keyed by round and device id. A device's link model is drawn first; it
+takes the parameters of its own model (from the config section, else the model's defaults).
+
+The trace columns are derived from the link schema (:func:`testbed.links.schema.parameters`)
+and the compute section: :func:`columns`.
 """
 
 from __future__ import annotations
 
 import csv
-import math
-from collections.abc import Iterator
-from dataclasses import dataclass, fields, replace
+import io
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from testbed.config import Choice, ComputeConfig, ConfigError, FleetConfig, LinkConfig, LogNormal, Normal, Uniform
-from testbed.links import AUTO, LINK_RULES, Link, LinkParams, link_param_problem, make_link
+from testbed.attributes import Rule, draw, is_measured, one_of, rule_of, whole
+from testbed.config import ComputeConfig, ConfigError, FleetConfig
+from testbed.links import Link, LinkParams, available, make_link
+from testbed.links.schema import LinkSection, link_section, parameters
 from testbed.rng import derive_rng
 
 
 class FleetError(ConfigError):
     """A fleet that cannot be built; one line naming the key (or file, line and column)."""
-
-
-def _finite(v) -> bool:
-    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool) and math.isfinite(v)
-
-
-COMPUTE_RULES = {
-    "speed_factor": (lambda v: _finite(v) and v > 0, "must be > 0"),
-    "availability": (lambda v: _finite(v) and 0 <= v <= 1, "must be in [0, 1]"),
-}
-
-_INT_FIELDS = ("packet_bytes", "max_attempts")
-_STR_FIELDS = ("model", "modulation")
-_INT_OR_AUTO_FIELDS = ("protected_repetition",)  # a count, or "auto"
-
-
-def _problem(name: str, value) -> str | None:
-    if name in LINK_RULES:
-        return link_param_problem(name, value)
-    accepts, rule = COMPUTE_RULES[name]
-    return None if accepts(value) else rule
-
-
-def _coerce(name: str, value):
-    """The value in the type the device stores (checked by ``_problem`` first)."""
-    if name in _STR_FIELDS:
-        return value
-    if name in _INT_OR_AUTO_FIELDS:
-        return value if value == AUTO else int(value)
-    if name in _INT_FIELDS:
-        return int(value)
-    return float(value)
 
 
 @dataclass(frozen=True)
@@ -72,77 +44,72 @@ class Device:
 
 
 # ---- trace CSV columns -----------------------------------------------------------------
-class IntOrAuto:
-    """Column type of a whole number or the word "auto"."""
+
+# Trace names that differ from the attribute's: the link's model, the compute section's speed factor.
+_COLUMN_NAMES = {"model": "link_model", "speed_factor": "compute_factor"}
 
 
-# column -> (attribute of the device or its link, type)
-_COLUMNS: dict[str, tuple[str, type]] = {
-    "device_id": ("device_id", int),
-    "snr_db": ("snr_db", float),
-    "bandwidth_mbps": ("bandwidth_mbps", float),
-    "latency_ms": ("latency_ms", float),
-    "compute_factor": ("speed_factor", float),
-    "availability": ("availability", float),
-    "link_model": ("model", str),
-    "ber": ("ber", float),
-    "modulation": ("modulation", str),
-    "packet_bytes": ("packet_bytes", int),
-    "loss": ("loss", float),
-    "max_attempts": ("max_attempts", int),
-    "protected_repetition": ("protected_repetition", IntOrAuto),
-    "partition": ("partition", int),
-}
-REQUIRED_COLUMNS = ("device_id", "snr_db", "bandwidth_mbps", "latency_ms", "compute_factor", "availability")
-CSV_COLUMNS = tuple(_COLUMNS)
+@dataclass(frozen=True)
+class Column:
+    name: str  # in the CSV
+    attr: str  # the device's attribute, or the link parameter
+    rule: Rule
+    link: bool  # a link parameter (or the link model)
+    required: bool  # the header must have it; every row gives it
+    measured: bool  # a measured link value: the rows whose link model has it must give it
 
 
-def _resolve(spec: Any, key: str, device_id: int, position: int, seed: int) -> tuple[Any, bool]:
-    """One device's value of a fleet attribute: (value, whether it was drawn)."""
-    if isinstance(spec, list):
-        if not spec:
-            raise FleetError(f"fleet.{key}: the list of values is empty")
-        return spec[position % len(spec)], False
-    if not isinstance(spec, (Uniform, Normal, LogNormal, Choice)):
-        return spec, False
-    rng = derive_rng(seed, "fleet", key, device_id)
-    if isinstance(spec, Uniform):
-        return float(rng.uniform(*spec.uniform)), True
-    if isinstance(spec, Normal):
-        return float(rng.normal(*spec.normal)), True
-    if isinstance(spec, LogNormal):
-        return float(rng.lognormal(*spec.lognormal)), True
-    if not spec.choice:
-        raise FleetError(f"fleet.{key}: choice needs at least one value")
-    if spec.weights is None:
-        return spec.choice[int(rng.integers(len(spec.choice)))], True
-    weights = np.asarray(spec.weights, dtype=np.float64)
-    if not (np.all(np.isfinite(weights)) and np.all(weights >= 0) and weights.sum() > 0):
-        raise FleetError(f"fleet.{key}: weights must be non-negative with a positive sum, got {spec.weights}")
-    return spec.choice[int(rng.choice(len(weights), p=weights / weights.sum()))], True
+def columns() -> dict[str, Column]:
+    """The trace columns, in ``devices.csv`` order: device id, link model and parameters, compute, partition."""
+    models = available()
+    out = [
+        Column("device_id", "device_id", whole(ge=0), False, True, False),
+        Column("link_model", "model", one_of(*models), True, False, False),
+    ]
+    for p in parameters().values():
+        everywhere = len(p.models) == len(models)
+        out.append(Column(_COLUMN_NAMES.get(p.name, p.name), p.name, p.rule, True, p.measured and everywhere, p.measured))
+    for name, field in ComputeConfig.model_fields.items():
+        out.append(Column(_COLUMN_NAMES.get(name, name), name, rule_of(field), False, is_measured(field), False))
+    out.append(Column("partition", "partition", whole(ge=0), False, False, False))
+    return {c.name: c for c in out}
 
 
-def _attribute(spec: Any, section: str, name: str, device_id: int, position: int, seed: int):
-    key = f"{section}.{name}"
-    value, drawn = _resolve(spec, key, device_id, position, seed)
-    if drawn and name in _INT_FIELDS and isinstance(spec, (Uniform, Normal, LogNormal)) and _finite(value):
-        value = round(value)  # a continuous draw of a count
-    problem = _problem(name, value)
+def required_columns() -> tuple[str, ...]:
+    return tuple(name for name, c in columns().items() if c.required)
+
+
+# ---- drawing a device ---------------------------------------------------------------------
+
+
+def _attribute(spec: Any, rule: Rule, key: str, device_id: int, position: int, seed: int):
+    value, drawn = draw(spec, rule, seed, key, device_id, position)
+    problem = rule.problem(value)
     if problem:
-        verb = "drew" if drawn else "has"
-        raise FleetError(f"fleet.{key}: device {device_id} {verb} {value!r}, {problem}")
-    return _coerce(name, value)
+        raise FleetError(f"fleet.{key}: device {device_id} {'drew' if drawn else 'has'} {value!r}, {problem}")
+    return rule.check(value)
 
 
-def _link_params(cfg: LinkConfig, device_id: int, position: int, seed: int, given: dict | None = None) -> LinkParams:
+def _link_params(
+    section: LinkSection, device_id: int, position: int, seed: int, given: Mapping[str, Any] | None = None
+) -> LinkParams:
+    """One device's link: its model (given, or drawn from the section), then that model's parameters
+    (given, else drawn from the section, else the model's defaults)."""
     given = given or {}
+    fields = type(section).model_fields
+    model = given.get("model")
+    if model is None:
+        model = _attribute(section.model, rule_of(fields["model"]), "link.model", device_id, position, seed)
+    params = available()[model].Params
     values = {}
-    for f in fields(LinkParams):
-        if f.name in given:
-            values[f.name] = given[f.name]
-        else:
-            values[f.name] = _attribute(getattr(cfg, f.name), "link", f.name, device_id, position, seed)
-    return LinkParams(**values)
+    for name, field in params.model_fields.items():
+        if name == "model":
+            continue
+        if name in given:
+            values[name] = given[name]
+        elif name in fields:
+            values[name] = _attribute(getattr(section, name), rule_of(field), f"link.{name}", device_id, position, seed)
+    return params(model=model, **values)
 
 
 class Fleet:
@@ -158,75 +125,80 @@ class Fleet:
     # ---- building ----------------------------------------------------------------------
     @classmethod
     def from_config(cls, cfg: FleetConfig, seed: int, base_dir: str | Path | None = None) -> "Fleet":
-        """Draw the fleet of ``cfg`` (or read its trace; a relative trace path is under ``base_dir``)."""
+        """Draw the fleet of ``cfg`` (or read its trace; a relative trace path is under ``base_dir``,
+        the config file's folder)."""
         if cfg.trace:
             path = Path(cfg.trace)
             if not path.is_absolute():
                 path = Path(base_dir or ".") / path
             return cls.from_csv(path, defaults=cfg.link, seed=seed)
-        compute: ComputeConfig = cfg.compute
+        compute = cfg.compute
+        fields = ComputeConfig.model_fields
         devices = []
         for device_id in range(cfg.devices):
-            link = _link_params(cfg.link, device_id, device_id, seed)
-            devices.append(
-                Device(
-                    device_id=device_id,
-                    link=link,
-                    speed_factor=_attribute(compute.speed_factor, "compute", "speed_factor", device_id, device_id, seed),
-                    availability=_attribute(compute.availability, "compute", "availability", device_id, device_id, seed),
-                    partition=device_id,
-                )
-            )
+            attrs = {
+                name: _attribute(getattr(compute, name), rule_of(field), f"compute.{name}", device_id, device_id, seed)
+                for name, field in fields.items()
+            }
+            devices.append(Device(device_id, _link_params(cfg.link, device_id, device_id, seed), partition=device_id, **attrs))
         return cls(devices)
 
     @classmethod
-    def from_csv(cls, path: str | Path, defaults: LinkConfig | None = None, seed: int = 0) -> "Fleet":
-        """Read a trace CSV; optional link columns missing (or empty) come from ``defaults``."""
+    def from_csv(cls, path: str | Path, defaults: LinkSection | None = None, seed: int = 0) -> "Fleet":
+        """Read a trace CSV; link parameters missing (or empty) come from ``defaults`` (a ``fleet.link`` section)."""
         path = Path(path)
-        defaults = defaults if defaults is not None else LinkConfig()
-        try:
-            handle = path.open(newline="")
-        except OSError as exc:
-            raise FleetError(f"{path}: cannot read trace ({exc.strerror})") from None
-        with handle:
-            reader = csv.reader(handle)
-            header = None
-            devices, first_line = [], {}
-            for row in reader:
-                line = reader.line_num
-                if not any(cell.strip() for cell in row):
-                    continue
-                if header is None:
-                    header = [cell.strip() for cell in row]
-                    _check_header(path, line, header)
-                    continue
-                if len(row) != len(header):
-                    raise FleetError(f"{path} line {line}: {len(row)} cells, expected {len(header)}")
-                device = _device_from_row(path, line, dict(zip(header, row)), len(devices), defaults, seed)
-                if device.device_id in first_line:
-                    raise FleetError(
-                        f"{path} line {line}, column device_id: device {device.device_id} "
-                        f"already on line {first_line[device.device_id]}"
-                    )
-                first_line[device.device_id] = line
-                devices.append(device)
+        defaults = defaults if defaults is not None else link_section()
+        cols = columns()
+        reader = csv.reader(io.StringIO(_read_text(path), newline=""))
+        header = None
+        devices, first_line = [], {}  # first_line: device id -> its line
+        for row in reader:
+            line = reader.line_num
+            if not any(cell.strip() for cell in row):
+                continue
+            if header is None:
+                header = [cell.strip() for cell in row]
+                _check_header(path, line, header, cols)
+                continue
+            if len(row) != len(header):
+                raise FleetError(f"{path} line {line}: {len(row)} cells, expected {len(header)}")
+            device = _device_from_row(path, line, dict(zip(header, row)), len(devices), defaults, seed, cols)
+            if device.device_id in first_line:
+                raise FleetError(
+                    f"{path} line {line}, column device_id: device {device.device_id} already on line {first_line[device.device_id]}"
+                )
+            first_line[device.device_id] = line
+            devices.append(device)
         if header is None:
-            raise FleetError(f"{path}: empty, expected a header line with {', '.join(REQUIRED_COLUMNS)}")
+            raise FleetError(f"{path}: empty, expected a header line with {', '.join(required_columns())}")
         if not devices:
             raise FleetError(f"{path}: no devices after the header")
+        for device in devices:
+            if device.partition >= len(devices):
+                raise FleetError(
+                    f"{path} line {first_line[device.device_id]}, column partition: {device.partition} is beyond the fleet's "
+                    f"{len(devices)} partitions (0..{len(devices) - 1}, one per device)"
+                )
         return cls(devices)
 
     def to_csv(self, path: str | Path) -> Path:
-        """Write the fleet as a trace CSV with every column; ``from_csv`` reloads it exactly."""
+        """Write the fleet as a trace CSV with every column; ``from_csv`` reloads it exactly.
+
+        A link parameter the device's model does not have is left empty.
+        """
         path = Path(path)
+        cols = columns()
         with path.open("w", newline="") as handle:
             writer = csv.writer(handle)
-            writer.writerow(CSV_COLUMNS)
+            writer.writerow(cols)
             for d in self.devices:
                 row = []
-                for column, (attr, kind) in _COLUMNS.items():
-                    value = getattr(d.link, attr) if hasattr(d.link, attr) else getattr(d, attr)
-                    row.append(repr(float(value)) if kind is float else str(value))
+                for c in cols.values():
+                    if c.link and c.attr not in type(d.link).model_fields:
+                        row.append("")
+                        continue
+                    value = getattr(d.link if c.link else d, c.attr)
+                    row.append(repr(value) if isinstance(value, float) else str(value))
                 writer.writerow(row)
         return path
 
@@ -265,59 +237,58 @@ class Fleet:
 # ---- trace parsing ---------------------------------------------------------------------
 
 
-def _check_header(path: Path, line: int, header: list[str]) -> None:
-    unknown = [c for c in header if c not in _COLUMNS]
+def _read_text(path: Path) -> str:
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise FleetError(f"{path}: cannot read trace ({exc.strerror})") from None
+    try:
+        return data.decode("utf-8-sig")  # a byte-order mark (spreadsheets write one) is not a column name
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise FleetError(f"{path} line {line}: not UTF-8 text (byte 0x{data[exc.start]:02x}); save the trace as UTF-8") from None
+
+
+def _check_header(path: Path, line: int, header: list[str], cols: dict[str, Column]) -> None:
+    unknown = [c for c in header if c not in cols]
     if unknown:
-        raise FleetError(f"{path} line {line}: unknown column {unknown[0]!r} (known: {', '.join(CSV_COLUMNS)})")
+        raise FleetError(f"{path} line {line}: unknown column {unknown[0]!r} (known: {', '.join(cols)})")
     repeated = sorted({c for c in header if header.count(c) > 1})
     if repeated:
         raise FleetError(f"{path} line {line}: column {repeated[0]!r} appears twice")
-    missing = [c for c in REQUIRED_COLUMNS if c not in header]
+    missing = [name for name, c in cols.items() if c.required and name not in header]
     if missing:
         raise FleetError(f"{path} line {line}: missing column(s) {', '.join(missing)}")
 
 
-def _parse_cell(path: Path, line: int, column: str, cell: str, kind: type):
-    where = f"{path} line {line}, column {column}"
-    text = cell.strip()
-    if kind is str or (kind is IntOrAuto and text == AUTO):
-        return text
-    try:
-        value = float(text)
-    except ValueError:
-        expected = "a whole number or 'auto'" if kind is IntOrAuto else "a number"
-        raise FleetError(f"{where}: {cell!r} is not {expected}") from None
-    if kind in (int, IntOrAuto):
-        if not (math.isfinite(value) and value.is_integer()):
-            raise FleetError(f"{where}: {cell!r} is not a whole number")
-        return int(value)
-    return value
-
-
-def _device_from_row(path: Path, line: int, row: dict[str, str], position: int, defaults: LinkConfig, seed: int) -> Device:
-    values: dict[str, Any] = {}
-    for column, cell in row.items():
-        attr, kind = _COLUMNS[column]
-        if not cell.strip():
-            if column in REQUIRED_COLUMNS:
-                raise FleetError(f"{path} line {line}, column {column}: empty, a value is required")
+def _device_from_row(
+    path: Path, line: int, row: dict[str, str], position: int, defaults: LinkSection, seed: int, cols: dict[str, Column]
+) -> Device:
+    device: dict[str, Any] = {}
+    link: dict[str, Any] = {}
+    for name, cell in row.items():
+        c, text, where = cols[name], cell.strip(), f"{path} line {line}, column {name}"
+        if not text:
+            if c.required:
+                raise FleetError(f"{where}: empty, a value is required")
             continue  # an optional column left empty: the default
-        value = _parse_cell(path, line, column, cell, kind)
-        if attr in LINK_RULES or attr in COMPUTE_RULES:
-            problem = _problem(attr, value)
-            if problem:
-                raise FleetError(f"{path} line {line}, column {column}: {value!r} {problem}")
-            value = _coerce(attr, value)
-        elif value < 0:  # device_id, partition
-            raise FleetError(f"{path} line {line}, column {column}: {value!r} must be >= 0")
-        values[attr] = value
-    device_id = values.pop("device_id")
-    link_given = {name: values.pop(name) for name in list(values) if name in LINK_RULES}
-    link = _link_params(defaults, device_id, position, seed, link_given)
-    return Device(
-        device_id=device_id,
-        link=link,
-        speed_factor=values["speed_factor"],
-        availability=values["availability"],
-        partition=values.get("partition", position),
-    )
+        try:
+            value = c.rule.from_text(text)
+        except ValueError as exc:
+            raise FleetError(f"{where}: {exc}") from None
+        problem = c.rule.problem(value)
+        if problem:
+            raise FleetError(f"{where}: {value!r} {problem}")
+        (link if c.link else device)[c.attr] = c.rule.check(value)
+    params = _link_params(defaults, device["device_id"], position, seed, link)
+    for name, c in cols.items():
+        if not c.link or c.attr == "model":
+            continue
+        has = c.attr in type(params).model_fields
+        # A measured value the device's model does not use (an SNR on a bsc link) describes the
+        # device and is left aside; any other parameter of another model is a mistake.
+        if c.attr in link and not has and not c.measured:
+            raise FleetError(f"{path} line {line}, column {name}: link model {params.model} has no parameter {name} (leave it empty)")
+        if c.measured and has and c.attr not in link:
+            raise FleetError(f"{path} line {line}, column {name}: link model {params.model} needs a measured value")
+    return Device(link=params, **{"partition": position, **device})  # no compute_factor: the reference speed

@@ -18,6 +18,7 @@ registry's error type.
 from __future__ import annotations
 
 import importlib
+import sys
 from collections.abc import Callable, Mapping
 from importlib.metadata import entry_points
 
@@ -31,6 +32,7 @@ class Registry:
         self._registered: dict[str, object] = {}
         self._error = error
         self._base = base  # entries must be subclasses of it (None: any object)
+        self._scanned: tuple | None = None  # (sys.path, entry points) of the last scan
 
     def register(self, name: str) -> Callable:
         """Decorator: make the decorated object available under ``name``."""
@@ -47,10 +49,16 @@ class Registry:
             raise self._error(f"{self.kind} {name!r}: {obj!r} is not a {self._base.__name__} subclass")
 
     def _entry_points(self) -> dict:
-        return {ep.name: ep for ep in entry_points(group=self.group)}
+        # Scanning the installed packages costs milliseconds and a fleet asks once per device:
+        # scan again only when the import path changed.
+        key = tuple(sys.path)
+        if self._scanned is None or self._scanned[0] != key:
+            self._scanned = (key, {ep.name: ep for ep in entry_points(group=self.group)})
+        return self._scanned[1]
 
     def names(self) -> list[str]:
-        return sorted({*self._builtin, *self._registered, *self._entry_points()})
+        """The built-ins in the project's order, then registered and installed ones."""
+        return list(dict.fromkeys([*self._builtin, *self._registered, *self._entry_points()]))
 
     def unknown(self, name: str) -> str:
         """The one-line message for a name nobody registered."""

@@ -10,30 +10,35 @@ import torch
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
+from pydantic import ValidationError
+
 from strategies.registry import build
-from testbed.config import FleetConfig, LinkConfig
-from testbed.fleet import Fleet, FleetError
-from testbed.links import (
-    CRC_BYTES,
-    MAX_REPETITION,
-    MODELS,
-    AnalogLink,
-    AWGNLink,
-    BSCLink,
-    ErasureLink,
-    FadingLink,
-    IdealLink,
-    LinkParams,
-    ber_from_snr,
-    choose_repetition,
-    error_positions,
-    majority_vote_ber,
-    make_link,
-)
+from testbed.links import available, get, link_params, make_link
+from testbed.links.analog import AnalogLink
+from testbed.links.awgn import AWGNLink
+from testbed.links.bsc import BSCLink
+from testbed.links.erasure import ErasureLink
+from testbed.links.fading import FadingLink
+from testbed.links.ideal import IdealLink
+from testbed.links.modulation import ber_from_snr
+from testbed.links.packets import error_positions
+from testbed.links.protection import CRC_BYTES, MAX_REPETITION, choose_repetition, majority_vote_ber
 from testbed.payload import FORMAT_BYTES, FORMAT_F16, FORMAT_F32, Payload, Segment, packed_format
 from testbed.rng import derive_rng
 
 Z999 = 3.2905  # two-sided 99.9% normal quantile
+MODELS = tuple(available())
+
+
+def uncoded(model: str, **values):
+    """A link's parameters with one copy of each protected packet unless told otherwise (no coding)."""
+    return link_params(model, **{"protected_repetition": 1, **values})
+
+
+def own(model: str, **values):
+    """The ``model`` link's parameters from ``values``, keeping only the ones that model has."""
+    fields = get(model).Params.model_fields
+    return link_params(model, **{k: v for k, v in values.items() if k in fields})
 
 
 def within_binomial(k: int, n: int, p: float) -> bool:
@@ -115,10 +120,10 @@ def test_error_positions_uniform_over_the_stream():
 @pytest.mark.parametrize(
     "params, ber",
     [
-        (LinkParams("bsc", ber=1e-3, **ARQ), 1e-3),
-        (LinkParams("bsc", ber=0.02, packet_bytes=4, max_attempts=500), 0.02),
-        (LinkParams("awgn", snr_db=5.0, modulation="bpsk", **ARQ), ber_from_snr(5.0, "bpsk")),
-        (LinkParams("awgn", snr_db=10.0, modulation="16qam", **ARQ), ber_from_snr(10.0, "16qam")),
+        (uncoded("bsc", ber=1e-3, **ARQ), 1e-3),
+        (uncoded("bsc", ber=0.02, packet_bytes=4, max_attempts=500), 0.02),
+        (uncoded("awgn", snr_db=5.0, modulation="bpsk", **ARQ), ber_from_snr(5.0, "bpsk")),
+        (uncoded("awgn", snr_db=10.0, modulation="16qam", **ARQ), ber_from_snr(10.0, "16qam")),
     ],
 )
 def test_measured_ber_matches(params, ber):
@@ -134,7 +139,7 @@ def test_measured_ber_matches(params, ber):
 
 def test_bit_errors_spread_over_all_bit_positions():
     payload = packed_payload()
-    t = make_link(LinkParams("bsc", ber=0.01, packet_bytes=8, max_attempts=100)).transmit(payload, derive_rng(0, "spread"))
+    t = make_link(uncoded("bsc", ber=0.01, packet_bytes=8, max_attempts=100)).transmit(payload, derive_rng(0, "spread"))
     diff = np.frombuffer(payload["w"].data, np.uint8) ^ np.frombuffer(t.received["w"].data, np.uint8)
     per_bit = np.unpackbits(diff).reshape(-1, 8).sum(axis=0)
     assert all(within_binomial(int(c), diff.size, 0.01) for c in per_bit)
@@ -153,7 +158,7 @@ def test_analog_snr(snr_db):
     x = (np.random.default_rng(0).standard_normal(1 << 20) * 0.05 + 0.01).astype(np.float32)
     payload = Payload([Segment("x", x.astype("<f4").tobytes(), False, FORMAT_F32)])
     # 1-byte packets: the framing gets through BPSK at 0 dB too
-    link = make_link(LinkParams("analog", snr_db=snr_db, packet_bytes=1, max_attempts=5000))
+    link = make_link(uncoded("analog", snr_db=snr_db, packet_bytes=1, max_attempts=5000))
     t = link.transmit(payload, derive_rng(0, "analog", int(snr_db)))
     y = np.frombuffer(t.received["x"].data, "<f4")
     assert abs(measured_snr_db(x, y) - snr_db) < 0.1
@@ -173,7 +178,7 @@ def test_analog_float16_stays_float16_and_other_segments_go_digital():
         ]
     )
     snr = 6.0
-    t = make_link(LinkParams("analog", snr_db=snr, packet_bytes=16, max_attempts=200)).transmit(payload, derive_rng(0, "f16"))
+    t = make_link(uncoded("analog", snr_db=snr, packet_bytes=16, max_attempts=200)).transmit(payload, derive_rng(0, "f16"))
     h = t.received["h"]
     assert h.fmt == FORMAT_F16 and h.nbytes == payload["h"].nbytes
     y = np.frombuffer(h.data, "<f2")
@@ -190,7 +195,7 @@ def test_analog_float16_stays_float16_and_other_segments_go_digital():
 def test_erasure_rate_and_ranges():
     payload = packed_payload(exposed_bytes=1 << 20)
     pb, loss = 256, 0.1
-    t = make_link(LinkParams("erasure", loss=loss, packet_bytes=pb)).transmit(payload, derive_rng(0, "erasure"))
+    t = make_link(uncoded("erasure", loss=loss, packet_bytes=pb)).transmit(payload, derive_rng(0, "erasure"))
     exposed_packets = (1 << 20) // pb
     assert within_binomial(t.stats.packets_lost, exposed_packets, loss)
     sent, got = np.frombuffer(payload["w"].data, np.uint8), np.frombuffer(t.received["w"].data, np.uint8)
@@ -212,7 +217,7 @@ def test_erased_ranges_follow_packets_across_segment_boundaries():
     ]
     payload = Payload(segs)
     # loss just under 1: every exposed packet of 4 bytes is lost; packets span 'a' and 'b'
-    t = make_link(LinkParams("erasure", loss=0.999999, packet_bytes=4, max_attempts=10**9)).transmit(payload, derive_rng(0))
+    t = make_link(uncoded("erasure", loss=0.999999, packet_bytes=4, max_attempts=10**9)).transmit(payload, derive_rng(0))
     assert t.erased == {"a": [(0, 10)], "b": [(0, 10)]}
     assert t.stats.packets_lost == 5
     assert t.received["a"].data == bytes(10) and t.received["s"].data == b"\x01" * 5
@@ -222,7 +227,7 @@ def test_erased_ranges_follow_packets_across_segment_boundaries():
 def test_retransmissions_of_lost_protected_packets(loss):
     pb = 128
     payload = Payload([Segment("side", np.random.default_rng(0).bytes(pb * 4000), True)])
-    t = make_link(LinkParams("erasure", loss=loss, packet_bytes=pb, max_attempts=100)).transmit(payload, derive_rng(0, str(loss)))
+    t = make_link(uncoded("erasure", loss=loss, packet_bytes=pb, max_attempts=100)).transmit(payload, derive_rng(0, str(loss)))
     n = -(-payload.nbytes // pb)
     s = 1 - loss  # sends per packet ~ Geometric(s): mean 1/s, variance (1-s)/s^2
     mean, var = n * (1 / s - 1), n * (1 - s) / s**2
@@ -235,7 +240,7 @@ def test_retransmissions_of_lost_protected_packets(loss):
 def test_bsc_retransmissions_match_packet_success_probability():
     pb, ber = 64, 2e-3
     payload = Payload([Segment("side", np.random.default_rng(0).bytes(pb * 5000), True)])
-    t = make_link(LinkParams("bsc", ber=ber, packet_bytes=pb, max_attempts=100)).transmit(payload, derive_rng(0, "arq"))
+    t = make_link(uncoded("bsc", ber=ber, packet_bytes=pb, max_attempts=100)).transmit(payload, derive_rng(0, "arq"))
     s = (1 - ber) ** (8 * (pb + CRC_BYTES))
     n = -(-payload.nbytes // pb)
     assert abs(t.stats.retransmissions - n * (1 / s - 1)) < Z999 * math.sqrt(n * (1 - s) / s**2)
@@ -244,7 +249,7 @@ def test_bsc_retransmissions_match_packet_success_probability():
 
 def test_delivery_fails_when_attempts_run_out():
     payload = packed_payload(exposed_bytes=1000, protected_bytes=5000)
-    t = make_link(LinkParams("bsc", ber=0.01, packet_bytes=1024, max_attempts=2)).transmit(payload, derive_rng(0, "fail"))
+    t = make_link(uncoded("bsc", ber=0.01, packet_bytes=1024, max_attempts=2)).transmit(payload, derive_rng(0, "fail"))
     assert t.received is None and not t.stats.delivered
     assert t.stats.failure == "protected packet 0 not delivered after 2 attempts"
     s = t.stats
@@ -257,7 +262,7 @@ def test_delivery_fails_when_attempts_run_out():
 
 def test_ideal_link_costs_nothing_and_copies_nothing():
     payload = packed_payload(exposed_bytes=10_000, protected_bytes=3000)
-    p = LinkParams("ideal", bandwidth_mbps=2.0, latency_ms=5.0, packet_bytes=1000)
+    p = uncoded("ideal", bandwidth_mbps=2.0, latency_ms=5.0, packet_bytes=1000)
     t = make_link(p).transmit(payload, derive_rng(0))
     assert t.received is payload
     n_prot = -(-payload.protected_nbytes // 1000)
@@ -273,7 +278,7 @@ def test_ideal_link_costs_nothing_and_copies_nothing():
 
 def test_airtime_counts_one_latency_per_resend_round():
     payload = Payload([Segment("side", bytes(64 * 2000), True)])
-    p = LinkParams("erasure", loss=0.5, packet_bytes=64, max_attempts=1000, bandwidth_mbps=1.0, latency_ms=10.0)
+    p = uncoded("erasure", loss=0.5, packet_bytes=64, max_attempts=1000, bandwidth_mbps=1.0, latency_ms=10.0)
     s = make_link(p).transmit(payload, derive_rng(0, "rounds")).stats
     rounds = (s.airtime_s - s.bits_sent / 1e6) / 0.010 - 1
     assert rounds == pytest.approx(round(rounds), abs=1e-6)
@@ -283,33 +288,38 @@ def test_airtime_counts_one_latency_per_resend_round():
 
 def test_make_link_classes():
     classes = {"ideal": IdealLink, "bsc": BSCLink, "awgn": AWGNLink, "analog": AnalogLink, "erasure": ErasureLink, "fading": FadingLink}
-    for model in MODELS:
-        assert type(make_link(LinkParams(model))) is classes[model]
+    for model in classes:
+        assert type(make_link(link_params(model))) is classes[model]
 
 
 @pytest.mark.parametrize(
-    "kwargs, match",
+    "model, values, match",
     [
-        (dict(model="wifi"), "link model: 'wifi' must be one of"),
-        (dict(modulation="8psk"), "link modulation"),
-        (dict(bandwidth_mbps=0.0), "link bandwidth_mbps: 0.0 must be > 0"),
-        (dict(loss=1.0), r"link loss: 1.0 must be in \[0, 1\)"),
-        (dict(ber=-0.1), "link ber"),
-        (dict(packet_bytes=0), "link packet_bytes"),
-        (dict(max_attempts=1.5), "link max_attempts"),
-        (dict(snr_db=math.nan), "link snr_db"),
+        ("awgn", dict(modulation="8psk"), "modulation\n  '8psk' must be one of bpsk, qpsk, 16qam"),
+        ("awgn", dict(bandwidth_mbps=0.0), "bandwidth_mbps\n  0.0 must be a number > 0"),
+        ("erasure", dict(loss=1.0), r"loss\n  1.0 must be a number in \[0, 1\)"),
+        ("bsc", dict(ber=-0.1), r"ber\n  -0.1 must be a number in \[0, 1\]"),
+        ("bsc", dict(packet_bytes=0), "packet_bytes\n  0 must be a whole number >= 1"),
+        ("bsc", dict(max_attempts=1.5), "max_attempts\n  1.5 must be a whole number >= 1"),
+        ("awgn", dict(snr_db=math.nan), "snr_db\n  nan must be a finite number"),
+        ("awgn", dict(ber=0.1), "ber\n  Extra inputs are not permitted"),  # ber belongs to bsc
     ],
 )
-def test_link_params_validation(kwargs, match):
-    with pytest.raises(ValueError, match=match):
-        LinkParams(**kwargs)
+def test_link_params_validation(model, values, match):
+    with pytest.raises(ValidationError, match=match):
+        link_params(model, **values)
+
+
+def test_unknown_link_model():
+    with pytest.raises(KeyError, match="unknown link model 'wifi'; registered: ideal, bsc, awgn, analog, erasure, fading, gilbert_elliott"):
+        link_params("wifi")
 
 
 # ---- fading --------------------------------------------------------------------------------
 
 
 def test_fading_gain_is_exponential_and_sets_the_ber():
-    link = make_link(LinkParams("fading", snr_db=10.0, modulation="qpsk"))
+    link = make_link(uncoded("fading", snr_db=10.0, modulation="qpsk"))
     gains = []
     for i in range(4000):
         ch = link.channel(derive_rng(0, "fade", i))
@@ -327,7 +337,7 @@ def test_fading_gain_is_exponential_and_sets_the_ber():
 
 def test_same_keys_same_received_payload_and_independent_noise_otherwise():
     payload = packed_payload(exposed_bytes=1 << 20)
-    link = make_link(LinkParams("bsc", ber=0.01, packet_bytes=8, max_attempts=100))
+    link = make_link(uncoded("bsc", ber=0.01, packet_bytes=8, max_attempts=100))
 
     def noise(*keys):
         t = link.transmit(payload, derive_rng(42, "link", *keys))
@@ -351,7 +361,7 @@ def test_realistic_quantised_model_over_a_noisy_link():
     state = model.state_dict()
     strategy = build({"strategy": "quantise", "bits": 8})
     payload = strategy.encode(state)
-    link = make_link(LinkParams("awgn", snr_db=4.0, packet_bytes=16, max_attempts=200))
+    link = make_link(uncoded("awgn", snr_db=4.0, packet_bytes=16, max_attempts=200))
     t = link.transmit(payload, derive_rng(0, "realistic"))
     assert t.stats.delivered and t.stats.bit_errors > 0
     received = strategy.read(t.received.to_bytes(), state)  # protected checksums still hold
@@ -371,18 +381,32 @@ segment_strategy = st.tuples(
     st.booleans(),  # protected
     st.sampled_from(["bytes", "packed", "f32", "f16"]),
 )
-params_strategy = st.builds(
-    LinkParams,
-    model=st.sampled_from(MODELS),
+OWN_VALUES = dict(  # each model draws the ones it has
     snr_db=st.one_of(st.floats(-2.0, 30.0), st.floats(12.0, 30.0)),
     ber=st.sampled_from([0.0, 1e-4, 1e-2, 0.1]),
     modulation=st.sampled_from(["bpsk", "qpsk", "16qam"]),
-    bandwidth_mbps=st.floats(0.1, 100.0),
-    latency_ms=st.floats(0.0, 50.0),
-    packet_bytes=st.integers(1, 300),
     loss=st.sampled_from([0.0, 0.1, 0.5]),
-    max_attempts=st.integers(1, 30),
+    ber_good=st.sampled_from([0.0, 1e-5, 1e-3]),
+    ber_bad=st.sampled_from([0.0, 0.05, 0.5, 1.0]),
+    p_good_to_bad=st.sampled_from([0.0, 1e-4, 0.01, 0.3]),
+    p_bad_to_good=st.sampled_from([0.01, 0.2, 1.0]),
 )
+
+
+@st.composite
+def params_strategy(draw):
+    """Uncoded parameters of any model (repetition 1: the tests of coding set their own)."""
+    model = draw(st.sampled_from(MODELS))
+    fields = get(model).Params.model_fields
+    values = {name: draw(values) for name, values in OWN_VALUES.items() if name in fields}
+    return uncoded(
+        model,
+        bandwidth_mbps=draw(st.floats(0.1, 100.0)),
+        latency_ms=draw(st.floats(0.0, 50.0)),
+        packet_bytes=draw(st.integers(1, 300)),
+        max_attempts=draw(st.integers(1, 30)),
+        **values,
+    )
 
 
 def build_payload(spec, seed) -> Payload:
@@ -400,7 +424,7 @@ def build_payload(spec, seed) -> Payload:
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(spec=st.lists(segment_strategy, min_size=1, max_size=5), params=params_strategy, seed=st.integers(0, 2**32))
+@given(spec=st.lists(segment_strategy, min_size=1, max_size=5), params=params_strategy(), seed=st.integers(0, 2**32))
 def test_link_properties(spec, params, seed):
     payload = build_payload(spec, seed)
     t = make_link(params).transmit(payload, derive_rng(seed, "prop"))
@@ -438,7 +462,7 @@ def test_link_properties(spec, params, seed):
 
 
 def soft_channel(modulation: str, snr_db: float):
-    return make_link(LinkParams("awgn", snr_db=snr_db, modulation=modulation)).channel(derive_rng(0))
+    return make_link(uncoded("awgn", snr_db=snr_db, modulation=modulation)).channel(derive_rng(0))
 
 
 def bpsk_combined_errors(nbits: int, snr_db: float, copies: int, rng: np.random.Generator) -> int:
@@ -491,7 +515,7 @@ def test_majority_vote_matches_monte_carlo(ber, copies):
     nbits = 400_000
     flips = derive_rng(0, "vote", str(ber), copies).random((nbits, copies)) < ber
     errors = int(np.sum(flips.sum(axis=1) >= (copies + 1) // 2))  # majority wrong, or a tie
-    coded, loss = make_link(LinkParams("bsc", ber=ber)).channel(derive_rng(0)).combined(copies)
+    coded, loss = make_link(uncoded("bsc", ber=ber)).channel(derive_rng(0)).combined(copies)
     assert coded == majority_vote_ber(ber, copies) and loss == 0
     assert within_binomial(errors, nbits, coded), (errors / nbits, coded)
 
@@ -512,7 +536,7 @@ def test_majority_vote_is_the_binomial_tail(ber, copies):
 def test_erasure_copies_are_lost_together_only():
     pb, loss, copies = 100, 0.5, 3
     payload = Payload([Segment("side", np.random.default_rng(0).bytes(pb * 3000), True)])
-    link = make_link(LinkParams("erasure", loss=loss, packet_bytes=pb, max_attempts=100, protected_repetition=copies))
+    link = make_link(uncoded("erasure", loss=loss, packet_bytes=pb, max_attempts=100, protected_repetition=copies))
     assert link.channel(derive_rng(0)).combined(copies) == (0.0, loss**copies)
     t = link.transmit(payload, derive_rng(0, "erasure copies"))
     n = -(-payload.nbytes // pb)
@@ -526,7 +550,7 @@ def test_coded_arq_uses_the_combined_error_rate():
     framing = Payload([Segment("side", bytes(pb * 4000), True)]).nbytes - pb * 4000
     payload = Payload([Segment("side", np.random.default_rng(1).bytes(pb * 4000 - framing), True)])  # whole packets
     assert payload.nbytes % pb == 0
-    t = make_link(LinkParams("bsc", ber=ber, packet_bytes=pb, max_attempts=100, protected_repetition=copies)).transmit(
+    t = make_link(uncoded("bsc", ber=ber, packet_bytes=pb, max_attempts=100, protected_repetition=copies)).transmit(
         payload, derive_rng(0, "coded arq")
     )
     s = (1 - majority_vote_ber(ber, copies)) ** (8 * (pb + CRC_BYTES))
@@ -560,10 +584,10 @@ def independent_success(ch, modulation: str | None, copies: int, packet_bytes: i
     seed=st.integers(0, 1000),
 )
 def test_auto_picks_the_smallest_repetition_meeting_the_target(model, snr_db, ber, loss, modulation, packet_bytes, seed):
-    params = LinkParams(model, snr_db=snr_db, ber=ber, loss=loss, modulation=modulation, packet_bytes=packet_bytes, protected_repetition="auto")
+    params = own(model, snr_db=snr_db, ber=ber, loss=loss, modulation=modulation, packet_bytes=packet_bytes, protected_repetition="auto")
     link = make_link(params)
     ch = link.channel(derive_rng(seed, "auto"))  # for fading: the drawn state, known to the sender
-    copies = link.repetition(ch)
+    copies = link.protection.copies(ch)
     mod = {"awgn": modulation, "fading": modulation, "analog": "bpsk"}.get(model)
     success = [independent_success(ch, mod, m, packet_bytes) for m in range(1, MAX_REPETITION + 1)]
     event(f"{model}: {'1' if copies == 1 else '2-63' if copies < MAX_REPETITION else '64'} copies")
@@ -588,7 +612,7 @@ def test_auto_delivers_at_0_db_where_uncoded_bpsk_fails(model):
     )
     runs = {}
     for repetition in ("auto", 1):
-        link = make_link(LinkParams(model, snr_db=0.0, protected_repetition=repetition))  # 1 KB packets, 8 attempts
+        link = make_link(link_params(model, snr_db=0.0, protected_repetition=repetition))  # 1 KB packets, 8 attempts
         runs[repetition] = [link.transmit(payload, derive_rng(i, "zero dB")) for i in range(200)]
     coded = runs["auto"]
     assert sum(t.stats.delivered for t in coded) >= 199
@@ -606,12 +630,12 @@ def test_auto_delivers_at_0_db_where_uncoded_bpsk_fails(model):
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     spec=st.lists(segment_strategy, min_size=1, max_size=4),
-    params=params_strategy,
+    params=params_strategy(),
     repetition=st.one_of(st.just("auto"), st.integers(1, 6)),
     seed=st.integers(0, 2**32),
 )
 def test_coded_accounting(spec, params, repetition, seed):
-    params = LinkParams(**{**params.__dict__, "protected_repetition": repetition})
+    params = link_params(**{**params.model_dump(), "protected_repetition": repetition})
     payload = build_payload(spec, seed)
     t = make_link(params).transmit(payload, derive_rng(seed, "coded"))
     s = t.stats
@@ -636,13 +660,13 @@ def test_coded_accounting(spec, params, repetition, seed):
 # repetition 1 must draw and count exactly as it did. Recomputed for the compact payload
 # header (9 framing bytes instead of 34: 25 protected bytes fewer, new digests).
 GOLDEN_PARAMS = {
-    "bsc": LinkParams("bsc", ber=2e-4, packet_bytes=256, max_attempts=4),
-    "awgn": LinkParams("awgn", snr_db=6.0, modulation="qpsk", packet_bytes=128, max_attempts=8),
-    "awgn16": LinkParams("awgn", snr_db=9.0, modulation="16qam", packet_bytes=64, max_attempts=8),
-    "erasure": LinkParams("erasure", loss=0.2, packet_bytes=100, max_attempts=5),
-    "fading": LinkParams("fading", snr_db=12.0, packet_bytes=200, max_attempts=6),
-    "analog": LinkParams("analog", snr_db=7.0, packet_bytes=100, max_attempts=10),
-    "ideal": LinkParams("ideal", packet_bytes=700),
+    "bsc": uncoded("bsc", ber=2e-4, packet_bytes=256, max_attempts=4),
+    "awgn": uncoded("awgn", snr_db=6.0, modulation="qpsk", packet_bytes=128, max_attempts=8),
+    "awgn16": uncoded("awgn", snr_db=9.0, modulation="16qam", packet_bytes=64, max_attempts=8),
+    "erasure": uncoded("erasure", loss=0.2, packet_bytes=100, max_attempts=5),
+    "fading": uncoded("fading", snr_db=12.0, packet_bytes=200, max_attempts=6),
+    "analog": uncoded("analog", snr_db=7.0, packet_bytes=100, max_attempts=10),
+    "ideal": uncoded("ideal", packet_bytes=700),
 }
 GOLDEN = {
     "bsc/0": (26097, 1040, 4, 40, 0, True, 0.0808776, "7d33c9a269f0988d"),
@@ -673,7 +697,6 @@ def test_repetition_1_reproduces_the_uncoded_link(case):
     )
     name, seed = case.split("/")
     params = GOLDEN_PARAMS[name]
-    assert params.protected_repetition == 1  # the LinkParams default
     t = make_link(params).transmit(payload, derive_rng(int(seed), "golden", name))
     s = t.stats
     digest = hashlib.sha256(t.received.to_bytes()).hexdigest()[:16] if t.received is not None else None
@@ -684,8 +707,8 @@ def test_repetition_1_reproduces_the_uncoded_link(case):
 
 def test_auto_choosing_one_copy_is_the_uncoded_link():
     payload = packed_payload(exposed_bytes=50_000, protected_bytes=5000)
-    for params in (LinkParams("awgn", snr_db=12.0), LinkParams("bsc", ber=1e-7), LinkParams("fading", snr_db=30.0)):
-        auto = LinkParams(**{**params.__dict__, "protected_repetition": "auto"})
+    for params in (uncoded("awgn", snr_db=12.0), uncoded("bsc", ber=1e-7), uncoded("fading", snr_db=30.0)):
+        auto = link_params(**{**params.model_dump(), "protected_repetition": "auto"})
         for seed in range(3):
             a = make_link(auto).transmit(payload, derive_rng(seed, "one copy"))
             b = make_link(params).transmit(payload, derive_rng(seed, "one copy"))
@@ -695,59 +718,22 @@ def test_auto_choosing_one_copy_is_the_uncoded_link():
 def test_ideal_link_counts_a_fixed_repetition():
     payload = packed_payload(exposed_bytes=10_000, protected_bytes=3000)
     n_prot = -(-payload.protected_nbytes // 1000)
-    auto = make_link(LinkParams("ideal", packet_bytes=1000, protected_repetition="auto")).transmit(payload, derive_rng(0)).stats
+    auto = make_link(uncoded("ideal", packet_bytes=1000, protected_repetition="auto")).transmit(payload, derive_rng(0)).stats
     assert auto.protected_repetition == 1 and auto.coding_bytes == 0
-    s = make_link(LinkParams("ideal", packet_bytes=1000, protected_repetition=3)).transmit(payload, derive_rng(0)).stats
+    s = make_link(uncoded("ideal", packet_bytes=1000, protected_repetition=3)).transmit(payload, derive_rng(0)).stats
     assert s.protected_repetition == 3 and s.coding_bytes == 2 * (payload.protected_nbytes + CRC_BYTES * n_prot)
     assert s.bytes_sent == auto.bytes_sent + s.coding_bytes and s.bits_sent == 8 * s.bytes_sent
 
 
 def test_failure_names_the_copies():
     payload = packed_payload(exposed_bytes=100, protected_bytes=5000)
-    t = make_link(LinkParams("bsc", ber=0.2, packet_bytes=1024, max_attempts=2, protected_repetition=5)).transmit(payload, derive_rng(0))
+    t = make_link(uncoded("bsc", ber=0.2, packet_bytes=1024, max_attempts=2, protected_repetition=5)).transmit(payload, derive_rng(0))
     assert t.stats.failure == "protected packet 0 not delivered after 2 attempts of 5 copies"
 
 
 @pytest.mark.parametrize("value", [0, 1.5, "x", True, -3])
 def test_repetition_validation(value):
-    with pytest.raises(ValueError, match=r"link protected_repetition: .* must be 'auto' or a whole number >= 1"):
-        LinkParams(protected_repetition=value)
-    assert LinkParams(protected_repetition=4.0).protected_repetition == 4
-
-
-# ---- the fleet's protected_repetition (config key and trace column) -------------------------
-
-
-def test_fleet_repetition_from_config_and_trace(tmp_path):
-    assert LinkConfig().protected_repetition == "auto"
-    fleet = Fleet.from_config(FleetConfig(devices=4, link=LinkConfig(protected_repetition=["auto", 3])), seed=0)
-    assert [d.link.protected_repetition for d in fleet] == ["auto", 3, "auto", 3]
-    path = fleet.to_csv(tmp_path / "devices.csv")
-    assert "protected_repetition" in path.read_text().splitlines()[0].split(",")
-    assert Fleet.from_csv(path) == fleet
-    trace = tmp_path / "trace.csv"
-    trace.write_text(
-        "device_id,snr_db,bandwidth_mbps,latency_ms,compute_factor,availability,protected_repetition\n"
-        "0,0,1,1,1,1,auto\n1,0,1,1,1,1,5\n2,0,1,1,1,1,\n"
-    )
-    reps = [d.link.protected_repetition for d in Fleet.from_csv(trace, defaults=LinkConfig(protected_repetition=2))]
-    assert reps == ["auto", 5, 2]
-    assert Fleet.from_csv(trace).device(2).link.protected_repetition == "auto"  # the config default
-
-
-@pytest.mark.parametrize(
-    "cell, message",
-    [
-        ("abc", "column protected_repetition: 'abc' is not a whole number or 'auto'"),
-        ("2.5", "column protected_repetition: '2.5' is not a whole number"),
-        ("0", "column protected_repetition: 0 must be 'auto' or a whole number >= 1"),
-    ],
-)
-def test_fleet_repetition_errors(tmp_path, cell, message):
-    trace = tmp_path / "trace.csv"
-    trace.write_text(f"device_id,snr_db,bandwidth_mbps,latency_ms,compute_factor,availability,protected_repetition\n0,0,1,1,1,1,{cell}\n")
-    with pytest.raises(FleetError) as info:
-        Fleet.from_csv(trace)
-    assert str(info.value) == f"{trace} line 2, {message}"
-    with pytest.raises(FleetError, match=r"^fleet\.link\.protected_repetition: device 1 has 0, must be 'auto' or a whole number >= 1$"):
-        Fleet.from_config(FleetConfig(devices=2, link=LinkConfig(protected_repetition=[2, 0])), seed=0)
+    with pytest.raises(ValidationError, match=r"protected_repetition\n  .* must be 'auto' or a whole number >= 1"):
+        link_params("awgn", protected_repetition=value)
+    assert link_params("awgn", protected_repetition=4.0).protected_repetition == 4
+    assert link_params("awgn").protected_repetition == "auto"  # the one default, as in the config
