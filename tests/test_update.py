@@ -256,3 +256,24 @@ def test_an_update_run_resumed_after_a_kill_gives_the_uninterrupted_metrics(tmp_
     whole = run_tiny(tmp_path / "whole", *NOISY)
     for name in ("measurements.csv", "transfers.csv", "rounds.csv"):
         assert (killed / name).read_text() == (whole / name).read_text(), name
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.sampled_from([{"strategy": "topk", "keep": 0.05, "bits": 8}, {"strategy": "topk", "keep": 0.5},
+                        {"strategy": "factorised", "rank": 2, "bits": 4, "entropy": True}]),
+       st.lists(st.tuples(st.integers(0, 10**6), st.integers(1, 255)), min_size=1, max_size=4))
+def test_damaged_update_payloads_decode_or_raise_a_payload_error(spec, flips):
+    from testbed.payload import PayloadError
+
+    template = {"a.weight": torch.zeros(24, 3, 3, 3), "a.bias": torch.zeros(24), "b.weight": torch.zeros(10, 24)}
+    gen = torch.Generator().manual_seed(1)
+    delta = {k: torch.randn(v.shape, generator=gen) for k, v in template.items()}
+    strategy = build(spec)
+    wire = bytearray(strategy.encode(delta).to_bytes())
+    for pos, xor in flips:
+        wire[pos % len(wire)] ^= xor
+    try:
+        decoded = strategy.decode(strategy.read(bytes(wire), template), template)
+    except PayloadError:
+        return
+    assert {k: v.shape for k, v in decoded.items()} == {k: v.shape for k, v in template.items()}

@@ -44,6 +44,7 @@ The accuracy on the new task is ``accuracy``, on the old task ``accuracy_old``
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any, ClassVar, Literal
 
@@ -97,6 +98,17 @@ class UpdateOptions(ScenarioOptions):
         except StrategySpecError as exc:
             raise ValueError(str(exc)) from None
         return value
+
+
+@contextmanager
+def one_thread():
+    """The server's training on one thread: the same floats whatever the cores (a resumed run, another machine)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 # ---- the tasks -------------------------------------------------------------------------
@@ -283,7 +295,8 @@ class Update(Scenario):
         x, y = self.tasks.deploy_data(server.dataset, cfg.seed)
         server.log(f"deployed model: {len(y)} images of the old task ({self.options.drift})")
         model = initial_model(Strategy(), cfg.model, server.dataset.input_shape, server.dataset.num_classes, cfg.seed)
-        train_epochs(model, x, y, cfg.model.train, derive_seed(cfg.seed, "deploy-train"))
+        with one_thread():
+            train_epochs(model, x, y, cfg.model.train, derive_seed(cfg.seed, "deploy-train"))
         return plain_state(model.eval().state_dict())
 
     def _check_architecture(self, label: str, strategy, deployed: dict) -> None:
@@ -338,7 +351,8 @@ class Update(Scenario):
                 torch.manual_seed(derive_seed(cfg.seed, "update-init", version))
                 model = strategy.prepare_update(model)
             x, y = self.tasks.version_data(dataset, cfg.seed, version)
-            train_epochs(model, x, y, self.options.retrain, derive_seed(cfg.seed, "update-train", version))
+            with one_thread():
+                train_epochs(model, x, y, self.options.retrain, derive_seed(cfg.seed, "update-train", version))
             for module in model.modules():
                 if parametrize.is_parametrized(module):
                     for name in list(module.parametrizations):
