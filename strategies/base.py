@@ -100,6 +100,22 @@ class Strategy:
         """
         return model
 
+    # ---- update hooks (the update scenario: a deployed model retrained on the server) ----
+    def update_training_key(self) -> str:
+        """How the server retrains a deployed model for this strategy's update.
+
+        ``"full"``: every weight is retrained (the update is whatever changed). Strategies
+        with the same key and base share one retrained model.
+        """
+        return "full"
+
+    def prepare_update(self, model: torch.nn.Module) -> torch.nn.Module:
+        """Change a deployed model before the server retrains it (default: leave it as it is).
+
+        Parametrisations added here are merged into plain weights after training.
+        """
+        return model
+
     # ---- per tensor: what a strategy with a structure stage says ------------------
     def handles(self, name: str, tensor: torch.Tensor) -> bool:
         """Whether this strategy codes the tensor itself (default: none, all go as they are)."""

@@ -4,9 +4,9 @@ Each weight of two or more dimensions is seen as a matrix C_out x (C_in*k*k)
 and sent as its truncated SVD, U*S (m x r) and V (n x r), through the value
 coding; vectors (biases, BatchNorm) go as they are. It is meant for model
 *updates* (the federated uplink, a refreshed model), whose deltas are close to
-low rank; on a whole model it is lossy. A second variant, training U and V
-directly with the deployed weights frozen, is a training procedure, not a
-codec, and is not implemented here (our choice).
+low rank; on a whole model it is lossy. The variant that trains U and V
+directly with the deployed weights frozen is ``factorised``
+(strategies/factorised.py): the same coding, another way to train the update.
 
 The rank is ``rank`` (capped by the matrix size), or the smallest rank keeping
 a fraction ``energy`` of the squared singular values. A tensor whose factors

@@ -28,6 +28,8 @@ _BUILTIN = {
     "prune": "strategies.prune:PruneStrategy",
     "monocnn": "strategies.monocnn:MonoCNNStrategy",
     "lowrank": "strategies.lowrank:LowRankStrategy",
+    "factorised": "strategies.factorised:FactorisedStrategy",
+    "topk": "strategies.topk:TopKStrategy",
 }
 
 _registered: dict[str, type[Strategy]] = {}

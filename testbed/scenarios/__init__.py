@@ -22,6 +22,7 @@ SCENARIOS = Registry(
     {
         "broadcast": "testbed.scenarios.broadcast:Broadcast",
         "federated": "testbed.scenarios.federated:Federated",
+        "update": "testbed.scenarios.update:Update",
     },
     base=Scenario,
 )

@@ -1,0 +1,279 @@
+"""The update scenario and its codecs: exact bytes, the right base, missed updates, determinism, resume."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from conftest import REPO, TEST_FLEET, TINY, run_tiny, tiny_config
+from strategies.registry import build
+from testbed.payload import CRC_BYTES, FINGERPRINT_BYTES
+
+FIXED_FRAMING = 1 + FINGERPRINT_BYTES + CRC_BYTES  # version byte, fingerprint, checksum
+
+STRATEGIES = ("strategies=[{label: fp32, strategy: raw}, {label: delta-raw, strategy: raw}, "
+              "{label: delta-q8, strategy: quantise, bits: 8}, {label: topk, strategy: topk, keep: 0.1, bits: 8}, "
+              "{label: fact, strategy: factorised, rank: 2, bits: 8}]")
+UPDATE = ["scenario={name: update, drift: shift, deploy_size: 300, update_size: 300, full_model: [fp32], "
+          "retrain: {epochs: 1}, eval_images: 200}", STRATEGIES, "model.train.epochs=1"]
+
+
+# ---- codecs --------------------------------------------------------------------------------
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(64, 600), st.floats(0.01, 1.0), st.integers(0, 2**31 - 1))
+def test_topk_keeps_the_largest_entries_exactly_and_its_bytes_are_the_closed_form(n, keep, seed):
+    from strategies.prune import positions_nbytes
+
+    delta = torch.from_numpy(np.random.default_rng(seed).standard_normal(n).astype(np.float32))
+    strategy = build({"strategy": "topk", "keep": keep})  # raw float32 values: exact
+    payload = strategy.encode({"w": delta})
+    decoded = strategy.decode(strategy.read(payload.to_bytes(), {"w": delta}), {"w": delta})["w"]
+    m = min(n, max(1, round(keep * n)))
+    kept = torch.argsort(delta.abs(), descending=True, stable=True)[:m]
+    rest = torch.ones(n, dtype=torch.bool)
+    rest[kept] = False
+    assert torch.equal(decoded[kept], delta[kept]) and not decoded[rest].any()
+    open_length = 0  # every segment's size is fixed by n and m: no lengths in the header
+    assert payload.nbytes == FIXED_FRAMING + open_length + 4 * m + positions_nbytes(n, m)[1]
+
+
+def _tiny_model():
+    from testbed.models import build_model
+    from testbed.config import ModelConfig
+
+    torch.manual_seed(0)
+    return build_model(ModelConfig(arch="deepcnn", width=4), (1, 28, 28), 10)
+
+
+def test_a_factorised_update_is_rank_r_per_layer_and_its_factors_give_it_back():
+    from torch.nn.utils import parametrize
+
+    strategy = build({"strategy": "factorised", "rank": 2})
+    model = _tiny_model()
+    base = {k: v.clone() for k, v in model.state_dict().items()}
+    model = strategy.prepare_update(model)
+    assert not any(p.requires_grad for n, p in model.named_parameters() if n.endswith("original"))
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.5)
+    x, y = torch.randn(16, 1, 28, 28), torch.randint(0, 10, (16,))
+    for _ in range(3):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+    for module in model.modules():
+        if parametrize.is_parametrized(module):
+            parametrize.remove_parametrizations(module, "weight", leave_parametrized=True)
+    new = model.state_dict()
+    delta = {k: new[k] - base[k] for k in base if base[k].dtype.is_floating_point}
+    sizes = 0
+    for name, d in delta.items():
+        if d.dim() >= 2:
+            m, n = d.shape[0], d.numel() // d.shape[0]
+            r = strategy._fixed_rank(m, n)
+            rank = int(torch.linalg.matrix_rank(d.reshape(m, -1), atol=1e-5))
+            assert rank <= (r or min(m, n)) and rank > 0, name
+            sizes += 4 * (r * (m + n) if r else m * n)
+        else:
+            sizes += 4 * d.numel()
+    payload = strategy.encode(delta)
+    assert payload.nbytes == FIXED_FRAMING + sizes  # float32 factors and vectors, no open lengths
+    decoded = strategy.decode(payload, delta)
+    for name in delta:
+        torch.testing.assert_close(decoded[name], delta[name], atol=1e-5, rtol=1e-4)
+
+
+def test_a_bundle_costs_one_framing_and_splits_back_into_its_updates():
+    from testbed.scenarios.update import bundle, bundle_schema, unbundle
+
+    strategy = build({"strategy": "quantise", "bits": 4, "entropy": True})
+    template = {"a": torch.zeros(40, 9), "b": torch.zeros(5)}
+    parts = {v: strategy.encode({k: torch.randn_like(t) for k, t in template.items()}) for v in (3, 4, 5)}
+    sent = bundle(parts)
+    assert sent.nbytes == sum(p.nbytes for p in parts.values()) - 2 * FIXED_FRAMING
+    schema = strategy.payload_schema(template)
+    got = unbundle(type(sent).from_bytes(sent.to_bytes(), bundle_schema(schema, [3, 4, 5])), schema, [3, 4, 5])
+    for v, part in parts.items():
+        assert got[v].to_bytes() == part.to_bytes()
+
+
+def test_rotation_is_the_documented_transformation():
+    from testbed.scenarios.update import rotate
+
+    x = torch.zeros(1, 1, 9, 9)
+    x[0, 0, 4, 6] = 1.0  # right of the centre
+    turned = rotate(x, 90.0)
+    assert turned[0, 0].argmax().item() == 9 * 2 + 4  # above it: counter-clockwise
+    assert torch.equal(rotate(x, 0.0), x)
+
+
+# ---- the scenario, in this process (the real server and device sides, without Ray) ----------
+
+
+def _drive(tmp_path, *overrides):
+    """Every round of the config: the scenario's plan, every available device through the device
+    pipeline (testbed.device.run_cohort, one cohort), absorb; the experiment and the rows."""
+    from testbed.device import RoundJob, run_cohort
+    from testbed.orchestrator import Experiment
+    from testbed.scenarios import RoundResults
+
+    cfg = tiny_config(*UPDATE, *overrides)
+    exp = Experiment(cfg, tmp_path / "run", progress=False, config_path=TINY)
+    exp.prepare()
+    rows, exp.transfer_rows = [], []
+    for r in range(1, cfg.rounds + 1):
+        plan = exp.scenario.plan_round(exp, r)
+        devices = sorted(d.device_id for d in exp.fleet.available(r, cfg.seed))
+        reply = run_cohort(RoundJob(exp.config_text, exp.base_dir, r, devices, exp.labels, plan,
+                                    {k: s for k, s in exp.device_states.items() if k[1] in devices}))
+        exp.device_states.update(reply.device_states)
+        exp.scenario.absorb(exp, r, RoundResults(reply.measurements, reply.uploads))
+        rows += reply.measurements
+        exp.transfer_rows += reply.transfers
+    return exp, rows
+
+
+@pytest.fixture(scope="module")
+def missed_updates(tmp_path_factory):
+    """4 rounds on ideal links with devices missing rounds (availability 0.5)."""
+    return _drive(tmp_path_factory.mktemp("update"), "fleet.link.model=ideal", "rounds=4",
+                  "fleet.compute.availability=0.5")
+
+
+def test_an_update_applied_to_the_right_base_reproduces_the_servers_model(missed_updates):
+    exp, rows = missed_updates
+    scenario = exp.scenario
+    for label in ("delta-raw", "fp32"):  # float32 delta, float32 model: exact up to float rounding
+        for h in scenario.history[label][1:]:
+            assert h["accuracy"] == pytest.approx(h["server_accuracy"], abs=0.002), (label, h)
+    assert all(not r["failure"] for r in rows)
+    # every device that took part holds exactly the reference of the version it reports
+    assert all(r["recon_nmse_db"] == -math.inf for r in rows), [r["recon_nmse_db"] for r in rows][:5]
+
+
+def test_a_missed_update_is_sent_with_the_next_one_and_yields_the_right_model(missed_updates):
+    exp, rows = missed_updates
+    caught_up = [r for r in rows if r["label"] == "fact" and r["updates_sent"] > 1]
+    assert caught_up, "no device missed a round: choose another seed"
+    assert all(r["lag"] == 0 and r["recon_nmse_db"] == -math.inf for r in caught_up)
+    full = [r for r in rows if r["sent"] == "full"]  # more than max_gap behind: none in 4 rounds
+    assert all(r["round"] - 1 > 3 for r in full)
+    # the server's record is what the devices hold
+    for (label, device), state in exp.device_states.items():
+        assert exp.scenario.acked[label][str(device)] == int(state["version"])
+
+
+def test_bundle_bytes_on_the_wire_are_the_sum_of_the_updates_less_their_framings(missed_updates):
+    exp, rows = missed_updates
+    sent = {(t["round"], t["label"], t["device_id"]): t for t in exp.transfer_rows}
+    checked = 0
+    for label in ("delta-q8", "topk", "fact"):
+        payloads = exp.scenario.payloads[label]
+        for r in rows:
+            if r["label"] == label and r["updates_sent"]:
+                versions = range(r["version"] - r["updates_sent"] + 1, r["version"] + 1)
+                framings = (r["updates_sent"] - 1) * FIXED_FRAMING
+                t = sent[(r["round"], label, r["device_id"])]
+                assert t["transfer"] == "update" and t["payload_bytes"] == sum(len(payloads[v]) for v in versions) - framings
+                checked += 1
+    assert checked
+
+
+def test_a_device_whose_version_disagrees_with_the_servers_record_fails_and_keeps_its_model(missed_updates):
+    from testbed.device import RoundJob, run_cohort
+    from testbed.scenarios.update import device_state
+
+    exp, _ = missed_updates
+    plan = exp.scenario.plan_round(exp, exp.config.rounds)  # the last round again: no retraining
+    wrong = device_state(-1, None, None)
+    expected = exp.scenario.acked["fact"]["0"]
+    reply = run_cohort(RoundJob(exp.config_text, exp.base_dir, exp.config.rounds, [0], ["fact"], plan,
+                                {("fact", 0): wrong}))
+    (row,) = reply.measurements
+    assert row["failure"] == f"device holds version -1, the server's record says {expected}"
+    assert int(reply.device_states[("fact", 0)]["version"]) == -1 and not reply.transfers
+
+
+def test_a_full_model_label_that_is_not_a_strategy_is_one_line(tmp_path):
+    from testbed.config import ConfigError
+    from testbed.orchestrator import Experiment
+
+    cfg = tiny_config(*UPDATE, "scenario.full_model=[fp32, nosuch]")
+    with pytest.raises(ConfigError, match=r"^scenario.full_model: 'nosuch' is not a strategy label \(fp32, "):
+        Experiment(cfg, tmp_path / "run", progress=False, config_path=TINY).prepare()
+
+
+# ---- with Flower on Ray ---------------------------------------------------------------------
+
+NOISY = [*UPDATE, "rounds=3", "fleet.compute.availability=0.7"]
+
+
+@pytest.mark.slow
+def test_update_runs_are_the_same_whatever_the_cohorts(tmp_path):
+    one = run_tiny(tmp_path / "one", *NOISY, "engine.devices_per_node=1")
+    three = run_tiny(tmp_path / "three", *NOISY, "engine.devices_per_node=3", "engine.num_workers=1")
+    for name in ("measurements.csv", "transfers.csv", "rounds.csv"):
+        assert (three / name).read_text() == (one / name).read_text(), name
+    summary = json.loads((one / "summary.json").read_text())
+    assert [v["version"] for v in summary["strategies"]["fact"]["versions"]] == [0, 1, 2, 3]
+
+
+@pytest.mark.slow
+def test_an_update_run_resumed_after_a_kill_gives_the_uninterrupted_metrics(tmp_path):
+    from testbed.config import load_config
+    from testbed.runner import run_experiment
+
+    killed = tmp_path / "killed"
+    args = [sys.executable, "-m", "testbed", "run", str(TINY), "--out", str(killed), "--quiet"]
+    for item in [*TEST_FLEET, *NOISY]:
+        args += ["--set", item]
+    proc = subprocess.Popen(args, cwd=REPO, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    progress = killed / "progress.json"
+    deadline = time.monotonic() + 300
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            if progress.exists() and json.loads(progress.read_text())["rounds_done"] >= 1:
+                break
+            time.sleep(0.05)
+        assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert 1 <= json.loads(progress.read_text())["rounds_done"] < 3
+    run_experiment(load_config(killed / "config.yaml"), killed, resume=True, progress=False,
+                   config_path=killed / "config.yaml")
+    whole = run_tiny(tmp_path / "whole", *NOISY)
+    for name in ("measurements.csv", "transfers.csv", "rounds.csv"):
+        assert (killed / name).read_text() == (whole / name).read_text(), name
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.sampled_from([{"strategy": "topk", "keep": 0.05, "bits": 8}, {"strategy": "topk", "keep": 0.5},
+                        {"strategy": "factorised", "rank": 2, "bits": 4, "entropy": True}]),
+       st.lists(st.tuples(st.integers(0, 10**6), st.integers(1, 255)), min_size=1, max_size=4))
+def test_damaged_update_payloads_decode_or_raise_a_payload_error(spec, flips):
+    from testbed.payload import PayloadError
+
+    template = {"a.weight": torch.zeros(24, 3, 3, 3), "a.bias": torch.zeros(24), "b.weight": torch.zeros(10, 24)}
+    gen = torch.Generator().manual_seed(1)
+    delta = {k: torch.randn(v.shape, generator=gen) for k, v in template.items()}
+    strategy = build(spec)
+    wire = bytearray(strategy.encode(delta).to_bytes())
+    for pos, xor in flips:
+        wire[pos % len(wire)] ^= xor
+    try:
+        decoded = strategy.decode(strategy.read(bytes(wire), template), template)
+    except PayloadError:
+        return
+    assert {k: v.shape for k, v in decoded.items()} == {k: v.shape for k, v in template.items()}
