@@ -14,7 +14,7 @@ import pytest
 from conftest import REPO, TEST_FLEET, TINY, run_tiny
 
 FEDERATED = ["scenario.name=federated", "rounds=3"]
-COUNTER = ["scenario.name=counter", "fleet.link.model=ideal", "rounds=3"]  # devices keep state
+COUNTER = ["scenario.name=counter", "fleet.link={model: ideal}", "rounds=3"]  # devices keep state
 
 
 @pytest.mark.slow

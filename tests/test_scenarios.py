@@ -91,7 +91,7 @@ def test_the_device_side_and_the_scenarios_import_nothing_from_flower():
     assert result.stdout.strip() == "[]"
 
 
-COUNTER = ["scenario.name=counter", "fleet.link.model=ideal", "rounds=3"]
+COUNTER = ["scenario.name=counter", "fleet.link={model: ideal}", "rounds=3"]
 
 
 @pytest.mark.slow

@@ -147,7 +147,7 @@ def _drive(tmp_path, *overrides):
 @pytest.fixture(scope="module")
 def missed_updates(tmp_path_factory):
     """4 rounds on ideal links with devices missing rounds (availability 0.5)."""
-    return _drive(tmp_path_factory.mktemp("update"), "fleet.link.model=ideal", "rounds=4",
+    return _drive(tmp_path_factory.mktemp("update"), "fleet.link={model: ideal}", "rounds=4",
                   "fleet.compute.availability=0.5")
 
 
