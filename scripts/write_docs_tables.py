@@ -23,7 +23,7 @@ def generated() -> str:
     from testbed.tables import MEASUREMENTS, ROUNDS, TRANSFERS
 
     parts = [TRANSFERS.markdown(), MEASUREMENTS.markdown()]
-    for name in ("broadcast", "federated"):  # the built-in scenarios (plug-ins document their own)
+    for name in SCENARIOS.builtin_names():  # the project's scenarios (plug-ins document their own)
         cls = SCENARIOS.get(name)
         options = cls.Options(measurements=["nmse_conv"]) if "measurements" in cls.Options.model_fields else None
         extra = [c for c in cls.measurements_table(options).columns if c.name not in MEASUREMENTS.names]

@@ -60,6 +60,10 @@ class Registry:
         """The built-ins in the project's order, then registered and installed ones."""
         return list(dict.fromkeys([*self._builtin, *self._registered, *self._entry_points()]))
 
+    def builtin_names(self) -> list[str]:
+        """The project's own entries, in its order (what the project's docs describe)."""
+        return list(self._builtin)
+
     def unknown(self, name: str) -> str:
         """The one-line message for a name nobody registered."""
         return f"unknown {self.kind} {name!r}; registered: {', '.join(self.names())}"
