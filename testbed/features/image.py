@@ -61,8 +61,10 @@ class ImageCodec(FeatureCodec):
         side = payload["features/q"]
         expect_nbytes(side, 8 * channels)
         lo_scale = np.frombuffer(side.data, dtype="<f4").reshape(channels, 2)
-        if not np.all(np.isfinite(lo_scale)) or np.any(lo_scale[:, 1] < 0):
-            raise PayloadError(side.name, "pixel range is negative or not finite")
+        lo, top = lo_scale[:, 0].astype(np.float64), lo_scale[:, 0] + 255.0 * lo_scale[:, 1].astype(np.float64)
+        limit = np.finfo(np.float32).max
+        if not np.all((lo_scale[:, 1] >= 0) & (np.abs(lo) <= limit) & (np.abs(top) <= limit)):  # NaN fails too
+            raise PayloadError(side.name, "pixel range is negative or not finite in float32")
         pixels = np.empty((channels, batch, h, w), np.uint16)
         for i in range(batch):
             pixels[:, i] = self._image(payload[f"features/{i}"], channels, h, w)

@@ -77,8 +77,8 @@ def read_params(segment: Segment, bits: int, size: int | None = None) -> tuple[f
     elif segment.nbytes < PARAMS.size:
         raise PayloadError(segment.name, f"holds {segment.nbytes} bytes, expected at least {PARAMS.size}")
     scale, zero = PARAMS.unpack_from(segment.data)
-    if not (np.isfinite(scale) and scale >= 0):
-        raise PayloadError(segment.name, f"quantiser scale {scale} is negative or not finite")
+    if not (0 <= scale * ((1 << bits) - 1) <= np.finfo(np.float32).max):  # NaN fails too
+        raise PayloadError(segment.name, f"quantiser scale {scale} is negative or its range not finite in float32")
     if zero > (1 << bits) - 1:
         raise PayloadError(segment.name, f"zero point {zero} is outside {bits}-bit codes")
     return float(scale), int(zero)

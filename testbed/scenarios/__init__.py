@@ -22,6 +22,7 @@ SCENARIOS = Registry(
     {
         "broadcast": "testbed.scenarios.broadcast:Broadcast",
         "federated": "testbed.scenarios.federated:Federated",
+        "split": "testbed.scenarios.split:Split",
     },
     base=Scenario,
 )
