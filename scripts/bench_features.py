@@ -52,7 +52,6 @@ def random_features() -> torch.Tensor:
     return torch.from_numpy(x)
 
 
-@torch.no_grad()
 def trained_features() -> torch.Tensor:
     from strategies.registry import build
     from testbed.config import DataConfig, ModelConfig
@@ -66,7 +65,8 @@ def trained_features() -> torch.Tensor:
     model = central_model(build({"strategy": "raw"}), cfg, data, 0, progress=False)
     head, _ = split_model(model, "block1")
     digit = torch.nn.functional.interpolate(data.test_x[:1], size=(112, 112), mode="bilinear", align_corners=False)
-    return head(digit).contiguous()
+    with torch.no_grad():
+        return head(digit).contiguous()
 
 
 def timed(fn, repeats: int) -> tuple[float, object]:
@@ -149,8 +149,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--out", type=Path, default=Path("docs/results/split_bench.json"))
     args = parser.parse_args()
-    torch.set_num_threads(1)
     tensors = {"random": random_features(), "trained": trained_features()}
+    torch.set_num_threads(1)  # the timings are of one core (training above may use more)
     results = {"machine": machine_info(), "shape": list(SHAPE), "repeats": args.repeats,
                "tensors": {name: bench(x, args.repeats) for name, x in tensors.items()},
                "gpu": gpu_times(tensors["random"], args.repeats)}

@@ -18,7 +18,7 @@ from strategies.entropy import entropy_bits
 from testbed import bitpack
 from testbed.features import FEATURE_CODECS, FeatureCodecSpecError, build_codec
 from testbed.features.quantise import dequantise, quantise
-from testbed.features.rans import WIDTHS, occupancy, predict
+from testbed.features.rans import WIDTHS, occupancy, occupancy_torch, predict
 from testbed.payload import CRC_BYTES, FINGERPRINT_BYTES, Payload, PayloadError, Segment
 
 SETTINGS = settings(max_examples=40, deadline=3000, suppress_health_check=[HealthCheck.too_slow])
@@ -132,6 +132,14 @@ def test_rans_features_come_within_one_percent_of_the_entropy_plus_side_informat
         # and the streams themselves within 1% of what they code
         packed, values = occupancy(codec.quantise(x))
         assert 8 * streams <= 1.01 * entropy_bits(codec.codes(x)) + 64
+
+
+@SETTINGS
+@given(shapes, st.integers(0, 2**16), st.integers(2, 16))
+def test_the_torch_sparse_step_for_gpus_gives_the_numpy_bytes(shape, seed, bits):
+    q = quantise(relu_like(shape, seed), bits)
+    (a_packed, a_values), (b_packed, b_values) = occupancy(q), occupancy_torch(q)
+    assert np.array_equal(a_packed, b_packed) and np.array_equal(a_values, b_values)
 
 
 def test_the_cost_model_predicts_the_coded_size_of_every_width():
