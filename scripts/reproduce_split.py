@@ -23,7 +23,6 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from strategies.registry import build
@@ -111,11 +110,10 @@ def run_model(name: str, images: int, byte_images: int) -> tuple[list[dict], dic
                     break
     near = [r for r in rows if r["accuracy"] >= unsplit - MATCH and r["codec"] == "rans-features"]
     best = min(near, key=lambda r: r["bytes_per_sample"]) if near else None
-    rans = [r for r in rows if r["codec"] == "rans-features" and r["accuracy"] >= unsplit - MATCH]
     summary = {"dataset": data.name, "test_images": len(x), "byte_images": min(byte_images, len(x)),
                "model": model_cfg.model_dump(mode="json"), "unsplit_accuracy": unsplit,
                "train": model.checkpoint_info.get("train_seconds"), "best_rans_split": best,
-               "max_rans_ratio_near_baseline": max((r["ratio_vs_fp32"] for r in rans), default=None),
+               "max_rans_ratio_near_baseline": max((r["ratio_vs_fp32"] for r in near), default=None),
                "seconds": time.perf_counter() - start}
     return rows, summary
 

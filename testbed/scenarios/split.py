@@ -208,7 +208,9 @@ class Split(Scenario):
             head.load_state_dict(device.plan.states["head"])
             return head
         strategy = device.strategy
-        template = self._node.setdefault("template", {k: v.clone() for k, v in head.state_dict().items()})
+        if "template" not in self._node:
+            self._node["template"] = {k: v.clone() for k, v in head.state_dict().items()}
+        template = self._node["template"]
         if device.state is None:
             result = device.transfer(HEAD, strategy.read(device.plan.blobs[f"head/{label}"], template),
                                      decode=lambda p: strategy.decode(p, template))
