@@ -19,3 +19,12 @@ def test_metrics_do_not_depend_on_cohorts_or_workers(tiny_run, tmp_path):
     for name in ("transfers.csv", "rounds.csv", "metrics.csv"):
         assert (other / name).read_text() == (tiny_run / name).read_text(), name
     assert (other / "payloads.json").read_text() == (tiny_run / "payloads.json").read_text()
+
+
+def test_federated_metrics_do_not_depend_on_cohorts_or_workers(tmp_path):
+    federated = ["scenario.name=federated", "rounds=2"]
+    one = run_tiny(tmp_path / "one", *federated, "engine.devices_per_node=1", "engine.num_workers=2")
+    four = run_tiny(tmp_path / "four", *federated, "engine.devices_per_node=4", "engine.num_workers=1")
+    for name in ("measurements.csv", "transfers.csv", "rounds.csv"):
+        assert (four / name).read_text() == (one / name).read_text(), name
+    assert "up" in (one / "transfers.csv").read_text()  # the uplink is there to agree on
