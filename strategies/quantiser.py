@@ -10,18 +10,10 @@ from __future__ import annotations
 
 import numpy as np
 
-MIN_BITS, MAX_BITS = 1, 16
-
-
-def check_bits(bits: int) -> int:
-    if not MIN_BITS <= bits <= MAX_BITS:
-        raise ValueError(f"bits must be in {MIN_BITS}..{MAX_BITS}, got {bits}")
-    return bits
-
-
 def quantise(rows: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Return (codes uint16 with the shape of rows, lo float32 per row, scale float32 per row)."""
-    check_bits(bits)
+    """Return (codes uint16 with the shape of rows, lo float32 per row, scale float32 per row).
+
+    ``bits`` (1..16) is checked where it is configured (the strategies' and codecs' options)."""
     rows = np.asarray(rows, dtype=np.float32)
     if rows.ndim != 2:
         raise ValueError("quantise expects a 2-D array (rows x values)")
