@@ -47,7 +47,7 @@ def _assert_gone_soon(processes: dict[int, str], within_s: float = 20.0) -> None
 
 def _name(pid: int) -> str:
     try:
-        return open(f"/proc/{pid}/cmdline", "rb").read().decode(errors="replace")
+        return open(f"/proc/{pid}/cmdline", "rb").read().decode(errors="replace").replace("\0", " ").strip()
     except OSError:
         return ""
 
