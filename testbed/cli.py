@@ -102,9 +102,9 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:  # the disk, permissions, a path through a file: not a bug of the testbed
         print(f"testbed {args.command}: error: {os_error_line(exc)}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"testbed {args.command}: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:  # Ctrl-C, or a run stopped by SIGINT / SIGTERM (testbed.runner.RunStopped)
+        print(f"testbed {args.command}: {exc or 'interrupted'}", file=sys.stderr)
+        return getattr(exc, "exit_code", 130)
 
 
 if __name__ == "__main__":

@@ -28,8 +28,11 @@ from testbed.orchestrator import Experiment, print_summary
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
-class RunStopped(Exception):
-    """The run was stopped by a signal after ``rounds_done`` finished rounds (all on disk)."""
+class RunStopped(KeyboardInterrupt):
+    """The run was stopped by a signal after ``rounds_done`` finished rounds (all on disk).
+
+    A KeyboardInterrupt, so that code catching ``Exception`` (a sweep's loop) does not go on.
+    """
 
     def __init__(self, signum: int, rounds_done: int, rounds: int, out: Path):
         self.signum, self.rounds_done = signum, rounds_done

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 
@@ -33,7 +32,7 @@ def add_parser(subparsers) -> None:
 def handle(args) -> int:
     from testbed.cli import UserError, check_writable
     from testbed.config import load_config
-    from testbed.runner import RunStopped, run_experiment
+    from testbed.runner import run_experiment
 
     if args.resume:
         if args.config or args.set or args.overwrite:
@@ -50,13 +49,9 @@ def handle(args) -> int:
         out = Path(args.out) if args.out else Path("runs") / f"{config.name}-{time.strftime('%Y%m%d-%H%M%S')}"
         resume = False
     check_writable(out, "--resume" if resume else "--out")
-    try:
-        run_experiment(
-            config, out, resume=resume, ray_address=args.ray_address, progress=not args.quiet,
-            config_path=config_path, overwrite=args.overwrite,
-        )
-    except RunStopped as exc:  # SIGINT / SIGTERM: the finished rounds, summary and report are written
-        print(f"testbed run: {exc}", file=sys.stderr)
-        return exc.exit_code
+    run_experiment(
+        config, out, resume=resume, ray_address=args.ray_address, progress=not args.quiet,
+        config_path=config_path, overwrite=args.overwrite,
+    )
     return 0
 
