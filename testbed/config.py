@@ -157,21 +157,30 @@ def default_config_path() -> Path:
 
 
 
-def _set_path(tree: dict, dotted: str, value: Any) -> None:
+def _set_path(tree: dict, item: str, dotted: str, value: Any) -> None:
+    """Set ``dotted`` (``a.b``, ``strategies.0.bits``) in ``tree``; a key that cannot be set is one line."""
     keys = dotted.split(".")
-    node = tree
-    for key in keys[:-1]:
-        if key.isdigit() and isinstance(node, list):
-            node = node[int(key)]
-            continue
-        node = node.setdefault(key, {})
-        if not isinstance(node, (dict, list)):
-            raise ConfigError(f"--set {dotted}: '{key}' is not a section")
-    last = keys[-1]
-    if isinstance(node, list):
-        node[int(last)] = value
-    else:
-        node[last] = value
+    if not all(keys):
+        raise ConfigError(f"--set {item!r}: empty key part in {dotted!r}; expected key.sub=value")
+    node: Any = tree
+    for depth, key in enumerate(keys):
+        where = ".".join(keys[:depth]) or "the config"
+        last = depth == len(keys) - 1
+        if isinstance(node, list):
+            if not key.isdigit() or int(key) >= len(node):
+                indices = f"0-{len(node) - 1}" if node else "none: it is empty"
+                raise ConfigError(f"--set {item!r}: {where} is a list; '{key}' is not one of its indices ({indices})")
+            if last:
+                node[int(key)] = value
+            else:
+                node = node[int(key)]
+        elif isinstance(node, dict):
+            if last:
+                node[key] = value
+            else:
+                node = node.setdefault(key, {})
+        else:
+            raise ConfigError(f"--set {item!r}: {where} is a value ({node!r}), not a section with keys")
 
 
 def apply_overrides(tree: dict, overrides: list[str]) -> dict:
@@ -180,8 +189,30 @@ def apply_overrides(tree: dict, overrides: list[str]) -> dict:
         if "=" not in item:
             raise ConfigError(f"--set {item!r}: expected key=value")
         key, raw = item.split("=", 1)
-        _set_path(tree, key.strip(), yaml.safe_load(raw))
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"--set {item!r}: the value is not valid YAML ({getattr(exc, 'problem', exc)})") from None
+        _set_path(tree, item, key.strip(), value)
     return tree
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice in one mapping (plain YAML keeps the last silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        first_line: dict = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                seen = first_line.get(key)
+            except TypeError:  # an unhashable key: the base loader reports it
+                continue
+            if seen is not None:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r} (first on line {seen})", key_node.start_mark)
+            first_line[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep)
 
 
 def _describe(err: dict) -> str:
@@ -231,11 +262,16 @@ def validate_tree(tree: dict, source: str) -> ExperimentConfig:
 def load_config(path: str | Path, overrides: list[str] = ()) -> ExperimentConfig:
     path = Path(path)
     try:
-        text = path.read_text()
+        data = path.read_bytes()
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read config ({exc.strerror})") from None
     try:
-        tree = yaml.safe_load(text) or {}
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise ConfigError(f"{path} line {line}: not UTF-8 text (byte 0x{data[exc.start]:02x}); save the config as UTF-8") from None
+    try:
+        tree = yaml.load(text, Loader=_UniqueKeyLoader) or {}
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""

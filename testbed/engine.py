@@ -6,6 +6,15 @@ actor per CPU. With an address (``--ray-address`` / ``engine.ray_address``),
 Flower attaches to that running Ray cluster and uses all of its CPUs; that is
 how a run scales past one machine. Every ClientApp call takes one CPU and sets
 torch to one thread, so metrics do not depend on how many workers there are.
+
+A local Ray is the run's own: Ray's processes (GCS, raylet, its dashboard and
+runtime-env agents, the workers) are started by this process and stopped with
+it. Ray stops them on a clean end; a driver killed outright (SIGKILL, the OOM
+killer) cannot, and some of them outlive it. So while the engine runs, a small
+watchdog process in its own session (:func:`reap_when_gone`) keeps a list of
+this process's descendants and, once this process is gone, kills what is left
+of them. Processes of a cluster given by address are not the run's and are
+never touched.
 """
 
 from __future__ import annotations
@@ -19,6 +28,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import warnings
 from collections.abc import Iterator
@@ -119,6 +129,107 @@ def replace_dead_actors() -> None:
     BasicActorPool.add_actor_back_to_pool = add_actor_back_to_pool
 
 
+def _start_time(pid: int) -> str | None:
+    """A process's start time (field 22 of /proc/PID/stat): with the pid it names one process, never a reused pid."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return None if fields[0] in ("Z", "X") else fields[19]  # a zombie has already exited
+
+
+def descendants(pid: int) -> dict[int, str]:
+    """The live descendants of ``pid`` (Linux /proc), each with its start time."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        parent = int(stat[stat.rindex(")") + 2 :].split()[1])
+        children.setdefault(parent, []).append(int(entry.name))
+    found: dict[int, str] = {}
+    todo = list(children.get(pid, []))
+    while todo:
+        child = todo.pop()
+        started = _start_time(child)
+        if started is not None and child not in found:
+            found[child] = started
+            todo.extend(children.get(child, []))
+    return found
+
+
+def still_running(processes: dict[int, str]) -> list[int]:
+    """Those of ``processes`` (pid -> start time) that have not exited."""
+    return [pid for pid, started in processes.items() if _start_time(pid) == started]
+
+
+def reap_when_gone(driver: int, poll_s: float = 0.5) -> None:
+    """Watch ``driver``'s descendants; once it is gone, SIGKILL those still running (the watchdog's body)."""
+    driver_started = _start_time(driver)
+    known: dict[int, str] = {}
+    while driver_started is not None and _start_time(driver) == driver_started:
+        known.update(descendants(driver))
+        time.sleep(poll_s)
+    known.pop(os.getpid(), None)  # this watchdog is one of them
+    for pid in still_running(known):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+@contextlib.contextmanager
+def reaped_on_driver_death() -> Iterator[None]:
+    """For the block: a watchdog that kills this process's descendants if this process dies (Linux)."""
+    if not Path("/proc/self/stat").exists():
+        yield
+        return
+    package_root = str(Path(__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
+    watchdog = subprocess.Popen(
+        [sys.executable, "-m", "testbed.engine", "--reap-when-gone", str(os.getpid())],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True,  # outlives a kill of this process's group
+        env=env,
+    )
+    try:
+        yield
+    finally:  # a clean end: Ray stopped its processes itself
+        watchdog.kill()
+        watchdog.wait()
+
+
+@contextlib.contextmanager
+def python_signal_handlers_kept() -> Iterator[None]:
+    """For the block, ``ray.init`` leaves this process's Python SIGINT/SIGTERM handlers in place.
+
+    Ray's core installs C-level handlers for SIGTERM that dump a stack and abort the
+    driver; the run's own handlers (a clean stop, :mod:`testbed.runner`) are put back
+    as soon as Ray has started. Flower calls ``ray.init`` in the main thread.
+    """
+    import ray
+
+    original = ray.init
+
+    def init(*args, **kwargs):
+        handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            return original(*args, **kwargs)
+        finally:
+            if threading.current_thread() is threading.main_thread():
+                for sig, handler in handlers.items():
+                    if handler is not None:
+                        signal.signal(sig, handler)
+
+    ray.init = init
+    try:
+        yield
+    finally:
+        ray.init = original
+
+
 def run_simulation_fleet(server_app, client_app, num_nodes: int, engine: EngineConfig, ray_address: str | None = None) -> None:
     """Run ``server_app`` against ``num_nodes`` virtual nodes running ``client_app``; return when it ends."""
     from flwr.simulation import run_simulation
@@ -129,8 +240,10 @@ def run_simulation_fleet(server_app, client_app, num_nodes: int, engine: EngineC
     flwr_logger = logging.getLogger("flwr")
     level = flwr_logger.level
     flwr_logger.setLevel(logging.ERROR)  # not the run_simulation deprecation notice
+    local = not (ray_address or engine.ray_address)
     try:
-        with warnings.catch_warnings():
+        with (warnings.catch_warnings(), python_signal_handlers_kept(),
+              reaped_on_driver_death() if local else contextlib.nullcontext()):
             warnings.simplefilter("ignore")
             run_simulation(
                 server_app=server_app,
@@ -141,3 +254,8 @@ def run_simulation_fleet(server_app, client_app, num_nodes: int, engine: EngineC
             )
     finally:
         flwr_logger.setLevel(level)
+
+
+if __name__ == "__main__":  # the watchdog process of reaped_on_driver_death
+    if len(sys.argv) == 3 and sys.argv[1] == "--reap-when-gone":
+        reap_when_gone(int(sys.argv[2]))

@@ -11,7 +11,9 @@ was lost becomes failed rows with the reason; the round goes on), the scenario
 absorbs the devices' uploads, and the round is committed: rows appended and
 flushed, the scenario's and the devices' state saved, then the progress marker.
 ``resume`` continues a killed run from its last committed round to the same
-final metrics.
+final metrics. A stop request (``stop_requested``, set by the signal handlers of
+:mod:`testbed.runner`) abandons the round in progress before anything of it is
+written, and the loop returns.
 
 The round loop pushes the messages and pulls replies itself instead of
 ``grid.send_and_receive``: that call returns only when every reply is in, and
@@ -23,6 +25,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import threading
 import time
 from pathlib import Path
 
@@ -75,6 +78,7 @@ class Experiment:
         self.device_states: dict = {}  # (label, device_id) -> state, for scenarios that keep one
         self.accuracy_cache: dict[str, float] = {}  # state digest -> test accuracy (end-of-run figures)
         self.payload_reports: dict[str, dict] = {}
+        self.stop_requested = threading.Event()  # set from a signal handler: abandon the round, end the run
 
     # ---- preparation -------------------------------------------------------------------
     def log(self, message: str) -> None:
@@ -221,7 +225,17 @@ class Experiment:
         first = self.rounds_done + 1
         with _Progress(self.show_progress, self.config.rounds, self.rounds_done) as bar:
             for round_ in range(first, self.config.rounds + 1):
-                self.run_round(grid, round_, bar)
+                if self.stop_requested.is_set():
+                    break
+                try:
+                    self.run_round(grid, round_, bar)
+                except RoundAbandoned:
+                    self.log(f"round {round_}: abandoned (stop requested); {self.rounds_done} rounds are on disk")
+                    break
+
+    def _check_stop(self) -> None:
+        if self.stop_requested.is_set():
+            raise RoundAbandoned()
 
     def run_round(self, grid, round_: int, bar) -> None:
         from testbed.device import RoundJob
@@ -258,6 +272,7 @@ class Experiment:
             bar.advance(len(cohort), [], rows)
 
         while pending:
+            self._check_stop()
             if time.monotonic() > deadline:
                 for cohort in pending.values():
                     lost(cohort, f"node lost: no reply within {cfg.engine.round_timeout_s:g} s")
@@ -284,6 +299,7 @@ class Experiment:
         def rank(r):  # (label as configured, device id): the same whatever the cohorts
             return order.get(r["label"], len(order)), r["device_id"]
 
+        self._check_stop()  # nothing of this round is written yet
         measurements.sort(key=rank)
         transfers.sort(key=lambda r: (*rank(r), names.index(r["transfer"]) if r["transfer"] in names else len(names)))
         self.scenario.absorb(self, round_, RoundResults(measurements, uploads))
@@ -293,6 +309,7 @@ class Experiment:
         """The connected nodes; at the start the engine may still be registering them."""
         deadline = time.monotonic() + timeout_s
         while True:
+            self._check_stop()
             node_ids = sorted(grid.get_node_ids())
             if len(node_ids) >= max(1, self.expected_nodes) or (node_ids and time.monotonic() > deadline):
                 return node_ids
@@ -389,6 +406,10 @@ class Experiment:
             write_report(self.out)
         except Exception as exc:  # the report must never lose a finished run
             self.log(f"report failed: {type(exc).__name__}: {exc}")
+
+
+class RoundAbandoned(Exception):
+    """The round in progress is dropped, uncommitted, because the run was asked to stop."""
 
 
 # ---- progress display --------------------------------------------------------------------

@@ -24,13 +24,15 @@ def add_parser(subparsers) -> None:
 
 
 def handle(args) -> int:
-    from testbed.cli import UserError
+    from testbed.cli import UserError, check_writable
     from testbed.report import ReportError, report_files, write_report
 
     if args.out is None and len(args.runs) > 1:
         raise UserError("several run folders: give the page's path with --out FILE.html")
     if args.out is not None and Path(args.out).suffix.lower() not in (".html", ".htm"):
         raise UserError(f"--out {args.out}: expected a .html file")
+    if args.out is not None:
+        check_writable(Path(args.out).parent, "--out")
     try:
         page = write_report(args.runs, args.out, labels=args.label)
     except ReportError as exc:

@@ -30,7 +30,7 @@ def add_parser(subparsers) -> None:
 
 
 def handle(args) -> int:
-    from testbed.cli import UserError
+    from testbed.cli import UserError, check_writable
     from testbed.config import load_config
     from testbed.runner import run_experiment
 
@@ -48,8 +48,10 @@ def handle(args) -> int:
         config = load_config(config_path, args.set)
         out = Path(args.out) if args.out else Path("runs") / f"{config.name}-{time.strftime('%Y%m%d-%H%M%S')}"
         resume = False
+    check_writable(out, "--resume" if resume else "--out")
     run_experiment(
-        config, out, resume=resume, ray_address=args.ray_address, progress=not args.quiet, config_path=config_path,
-        overwrite=args.overwrite,
+        config, out, resume=resume, ray_address=args.ray_address, progress=not args.quiet,
+        config_path=config_path, overwrite=args.overwrite,
     )
     return 0
+
