@@ -78,6 +78,27 @@ def psnr(a, b, peak: float = 1.0) -> float:
     return math.inf if mse == 0 else 10 * math.log10(peak * peak / mse)
 
 
+def _box_mean(x: np.ndarray, size: int) -> np.ndarray:
+    """Means over every size x size window of the first two axes (valid windows only)."""
+    c = np.cumsum(np.cumsum(np.pad(x, [(1, 0), (1, 0)] + [(0, 0)] * (x.ndim - 2)), axis=0), axis=1)
+    return (c[size:, size:] - c[:-size, size:] - c[size:, :-size] + c[:-size, :-size]) / (size * size)
+
+
+def ssim(a, b, peak: float = 1.0, window: int = 7) -> float:
+    """Structural similarity (Wang et al. 2004) with a uniform window, averaged over windows and channels."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    window = min(window, a.shape[0], a.shape[1])
+    c1, c2 = (0.01 * peak) ** 2, (0.03 * peak) ** 2
+    n = window * window
+    mu_a, mu_b = _box_mean(a, window), _box_mean(b, window)
+    # sample (co)variances, as the reference implementation
+    var_a = (_box_mean(a * a, window) - mu_a ** 2) * n / (n - 1) if n > 1 else 0 * mu_a
+    var_b = (_box_mean(b * b, window) - mu_b ** 2) * n / (n - 1) if n > 1 else 0 * mu_b
+    cov = (_box_mean(a * b, window) - mu_a * mu_b) * n / (n - 1) if n > 1 else 0 * mu_a
+    s = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a ** 2 + mu_b ** 2 + c1) * (var_a + var_b + c2))
+    return float(s.mean())
+
+
 # ---- one SIREN shape, many at once --------------------------------------------------------
 
 
@@ -220,7 +241,7 @@ def otsu_box(image: np.ndarray) -> Box:
     return (int(rows.min()), int(cols.min()), int(rows.max()) + 1, int(cols.max()) + 1)
 
 
-def _as_targets(image: np.ndarray) -> torch.Tensor:
+def image_targets(image: np.ndarray) -> torch.Tensor:
     """An [H, W] or [H, W, C] image in [0, 1] as [H*W, C] targets in [-1, 1]."""
     pixels = image.reshape(image.shape[0] * image.shape[1], -1)
     return torch.from_numpy(np.ascontiguousarray(pixels, dtype=np.float32)) * 2 - 1
@@ -248,7 +269,7 @@ def fit_residual_inrs(images: Sequence[np.ndarray], boxes: Sequence[Box | None],
     channels = [1 if im.ndim == 2 else im.shape[2] for im in images]
     bg_shapes = [SirenShape(**{**options.background.__dict__, "out_features": c}) for c in channels]
     coords = [pixel_grid(im.shape[0], im.shape[1]) for im in images]
-    targets = [_as_targets(im) for im in images]
+    targets = [image_targets(im) for im in images]
     bg, bg_stats = _fit_grouped(bg_shapes, coords, targets, seed, [("background", *k) for k in keys], options.fit)
     states = [{f"background.{k}": v for k, v in s.items()} for s in bg]
     seconds = bg_stats.seconds

@@ -6,7 +6,7 @@ import torch
 
 from strategies.registry import build
 from testbed.inr import (FitOptions, ResidualOptions, SirenShape, decode_residual_inr, fit_residual_inrs, fit_sirens,
-                         otsu_box, pixel_grid, psnr)
+                         otsu_box, pixel_grid, psnr, ssim)
 
 SMALL = ResidualOptions(background=SirenShape(hidden=16, layers=4), object_layers=3, object_hidden=(8, 8),
                         fit=FitOptions(iterations=150, lr=1e-3))
@@ -82,3 +82,12 @@ def test_a_strategy_encodes_an_inr_state_with_its_box_exact(spec, fitted):
     assert torch.equal(decoded["object.box"], state["object.box"])
     im = image(2)
     assert psnr(decode_residual_inr(decoded, 16, 16), im) > (30 if spec.get("bits", 32) > 8 else 20)
+
+
+def test_ssim_is_one_for_equal_images_and_falls_with_noise():
+    im = image(3)
+    noisy = np.clip(im + np.random.default_rng(0).normal(0, 0.1, im.shape), 0, 1)
+    assert ssim(im, im) == pytest.approx(1.0)
+    assert ssim(noisy, im) < 0.9
+    rgb = np.stack([im, im, im], axis=-1)
+    assert ssim(rgb, rgb) == pytest.approx(1.0)

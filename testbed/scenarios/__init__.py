@@ -23,6 +23,7 @@ SCENARIOS = Registry(
         "broadcast": "testbed.scenarios.broadcast:Broadcast",
         "federated": "testbed.scenarios.federated:Federated",
         "update": "testbed.scenarios.update:Update",
+        "datasharing": "testbed.scenarios.datasharing:DataSharing",
     },
     base=Scenario,
 )
