@@ -62,7 +62,7 @@ def test_decoded_images_are_measured_against_the_originals(sharing_run):
     q8 = later[later["label"] == "q8"].set_index(["round", "device_id"])["inr_bytes_per_image"]
     fp32 = later[later["label"] == "fp32"].set_index(["round", "device_id"])["inr_bytes_per_image"]
     q8, fp32 = q8.align(fp32, join="inner")
-    assert len(q8) and (q8 < fp32 / 3).all()
+    assert len(q8) and (q8 < fp32 / 2).all()  # 8 of 32 bits, plus per-tensor ranges, the box, framing
 
 
 def test_results_do_not_depend_on_the_cohorts(sharing_run, tmp_path):
