@@ -120,6 +120,7 @@ class Fleet:
             raise FleetError(f"fleet: device ids must be unique, repeated: {repeated}")
         self.devices = [d if d.partition is not None else replace(d, partition=i) for i, d in enumerate(devices)]
         self._by_id = {d.device_id: d for d in self.devices}
+        self._position = {d.device_id: i for i, d in enumerate(self.devices)}
         self._links: dict[int, Link] = {}
 
     # ---- building ----------------------------------------------------------------------
@@ -224,6 +225,12 @@ class Fleet:
         if link is None:
             link = self._links[device_id] = make_link(self.device(device_id).link)
         return link
+
+    def fog_node(self, device_id: int, nodes: int) -> int:
+        """The fog node (0..nodes-1) a device is attached to: its position in the fleet modulo
+        ``nodes`` (**our choice**), so neighbours in the fleet spread over the fog nodes."""
+        self.device(device_id)
+        return self._position[device_id] % nodes
 
     def available(self, round: int, seed: int) -> list[Device]:
         """The devices taking part in ``round``: each with its availability probability."""

@@ -24,6 +24,7 @@ SCENARIOS = Registry(
         "federated": "testbed.scenarios.federated:Federated",
         "update": "testbed.scenarios.update:Update",
         "split": "testbed.scenarios.split:Split",
+        "datasharing": "testbed.scenarios.datasharing:DataSharing",
     },
     base=Scenario,
 )
