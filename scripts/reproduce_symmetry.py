@@ -1,4 +1,4 @@
-"""Reproduce the kernel-symmetry study (seed 000, issue 8) on real MNIST, then make its figures.
+"""Reproduce the kernel-symmetry study (arXiv:2604.17371) on real MNIST, then make its figures.
 
 One command runs the whole study (two fleet runs: digital BPSK/AWGN links and analog links)
 and writes the figures and tables of docs/RESULTS.md::

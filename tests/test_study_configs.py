@@ -1,4 +1,4 @@
-"""The kernel-symmetry study's configs (issue 8) load and expand to the strategy set the study needs.
+"""The kernel-symmetry study's configs load and expand to the strategy set the study needs.
 
 No training and no fleet: only the configs, the strategies they build and the smoke-test subset.
 """
