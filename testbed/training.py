@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from testbed.checkpoints import checkpoint_key, checkpoint_path, load_checkpoint, save_checkpoint
+from testbed.memory import check_fits
 from testbed.models import build_model
 from testbed.rng import derive_seed
 
@@ -200,6 +201,7 @@ def central_model(strategy, model_cfg, dataset, seed: int, cache_dir=None, progr
         x, y = x[: cfg.train_subset], y[: cfg.train_subset]
     model = initial_model(strategy, model_cfg, dataset.input_shape, dataset.num_classes, seed)
     label = f"{model_cfg.arch} [{strategy.training_key()}] on {dataset.name}"
+    check_fits(model, dataset.input_shape, min(cfg.batch_size, len(x)), cfg.optimizer, f"model {label}")
     start = time.perf_counter()
     if progress:
         with _Bar(f"training {label}") as bar:
