@@ -54,6 +54,16 @@ class StrategySpecError(ValueError):
     """A strategy entry of a config that cannot be built; the message is one line."""
 
 
+def checked_spec(spec: dict) -> dict:
+    """``spec`` if it builds a strategy, else ValueError with the one-line reason (for the
+    option validators of scenarios that name a strategy, e.g. federated's uplink)."""
+    try:
+        build(dict(spec))
+    except StrategySpecError as exc:
+        raise ValueError(str(exc)) from None
+    return spec
+
+
 def build(spec: dict) -> Strategy:
     """Build a strategy from a config entry: ``{"strategy": NAME, **options}``."""
     spec = dict(spec)

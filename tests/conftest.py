@@ -84,3 +84,30 @@ def tiny_run(tmp_path_factory) -> Path:
     device FAIL_DEVICE raising."""
     return run_tiny(tmp_path_factory.mktemp("tiny-run") / "run", *FAULTY, "scenario.measurements=[nmse_conv]",
                     "engine.devices_per_node=2", "engine.num_workers=2")
+
+
+def kill_after_first_round(out: Path, *overrides: str, timeout_s: float = 300) -> int:
+    """Run the tiny config with ``overrides`` in a subprocess, SIGKILL its whole process group as
+    soon as a round is committed, and return the rounds the folder holds (a killed run)."""
+    import json
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    args = [sys.executable, "-m", "testbed", "run", str(TINY), "--out", str(out), "--quiet"]
+    for item in [*TEST_FLEET, *overrides]:
+        args += ["--set", item]
+    proc = subprocess.Popen(args, cwd=REPO, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    progress = out / "progress.json"
+    deadline = time.monotonic() + timeout_s
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            if progress.exists() and json.loads(progress.read_text())["rounds_done"] >= 1:
+                break
+            time.sleep(0.05)
+        assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # the run, its Ray and its workers
+        proc.wait()
+    return json.loads(progress.read_text())["rounds_done"]

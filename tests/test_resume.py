@@ -3,15 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 
 import pytest
 
-from conftest import REPO, TEST_FLEET, TINY, run_tiny
+from conftest import kill_after_first_round, run_tiny
 
 FEDERATED = ["scenario.name=federated", "rounds=3"]
 COUNTER = ["scenario.name=counter", "fleet.link={model: ideal}", "rounds=3"]  # devices keep state
@@ -24,22 +19,7 @@ def test_resume_after_kill_gives_the_uninterrupted_metrics(tmp_path, scenario):
     from testbed.runner import run_experiment
 
     killed = tmp_path / "killed"
-    args = [sys.executable, "-m", "testbed", "run", str(TINY), "--out", str(killed), "--quiet"]
-    for item in [*TEST_FLEET, *scenario]:
-        args += ["--set", item]
-    proc = subprocess.Popen(args, cwd=REPO, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    progress = killed / "progress.json"
-    deadline = time.monotonic() + 240
-    try:
-        while time.monotonic() < deadline and proc.poll() is None:
-            if progress.exists() and json.loads(progress.read_text())["rounds_done"] >= 1:
-                break
-            time.sleep(0.05)
-        assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL)  # the run, its Ray and its workers
-        proc.wait()
-    done = json.loads(progress.read_text())["rounds_done"]
+    done = kill_after_first_round(killed, *scenario, timeout_s=240)
     assert 1 <= done < 3
     assert (killed / "state" / "scenario.pt").exists()
     kept = {int(line.split(",")[0]) for line in (killed / "measurements.csv").read_text().splitlines()[1:]}

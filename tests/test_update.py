@@ -4,11 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import signal
-import subprocess
-import sys
-import time
 
 import numpy as np
 import pytest
@@ -16,7 +11,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import REPO, TEST_FLEET, TINY, run_tiny, tiny_config
+from conftest import TINY, kill_after_first_round, run_tiny, tiny_config
 from strategies.registry import build
 from testbed.payload import CRC_BYTES, FINGERPRINT_BYTES
 
@@ -235,22 +230,7 @@ def test_an_update_run_resumed_after_a_kill_gives_the_uninterrupted_metrics(tmp_
     from testbed.runner import run_experiment
 
     killed = tmp_path / "killed"
-    args = [sys.executable, "-m", "testbed", "run", str(TINY), "--out", str(killed), "--quiet"]
-    for item in [*TEST_FLEET, *NOISY]:
-        args += ["--set", item]
-    proc = subprocess.Popen(args, cwd=REPO, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    progress = killed / "progress.json"
-    deadline = time.monotonic() + 300
-    try:
-        while time.monotonic() < deadline and proc.poll() is None:
-            if progress.exists() and json.loads(progress.read_text())["rounds_done"] >= 1:
-                break
-            time.sleep(0.05)
-        assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-    assert 1 <= json.loads(progress.read_text())["rounds_done"] < 3
+    assert 1 <= kill_after_first_round(killed, *NOISY) < 3
     run_experiment(load_config(killed / "config.yaml"), killed, resume=True, progress=False,
                    config_path=killed / "config.yaml")
     whole = run_tiny(tmp_path / "whole", *NOISY)

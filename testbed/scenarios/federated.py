@@ -37,13 +37,9 @@ class FederatedOptions(ModelDeliveryOptions):
     @field_validator("uplink")
     @classmethod
     def _uplink_strategy(cls, value):
-        from strategies.registry import StrategySpecError, build
+        from strategies.registry import checked_spec
 
-        try:
-            build(dict(value))
-        except StrategySpecError as exc:
-            raise ValueError(str(exc)) from None
-        return value
+        return checked_spec(value)
 
 
 def constrained(strategy, model: torch.nn.Module, train=None) -> torch.nn.Module:

@@ -91,13 +91,9 @@ class UpdateOptions(ScenarioOptions):
     @field_validator("full")
     @classmethod
     def _full_strategy(cls, value):
-        from strategies.registry import StrategySpecError, build
+        from strategies.registry import checked_spec
 
-        try:
-            build(dict(value))
-        except StrategySpecError as exc:
-            raise ValueError(str(exc)) from None
-        return value
+        return checked_spec(value)
 
 
 @contextmanager
