@@ -13,22 +13,37 @@ Two kinds of baseline in tests/data/regression/:
   (the federated run's round-1 devices receive the same models).
 - ``*_metrics.csv``: the same runs made after the wire format (and the link registry, which
   keeps every link's behaviour: tests/test_links_golden.py): every column must be equal.
+
+Trained weights depend on the CPU's vector units (torch picks AVX2 or AVX-512 kernels, oneDNN and
+MKL their own code paths), and every baseline column but the channel-free ones depends on the
+weights. So the runs here, and the baselines, use portable numerics (``PORTABLE_NUMERICS``: no
+vectorised ATen kernels, oneDNN held to SSE4.1, MKL's conditional numerical reproducibility) in a
+subprocess with a model cache of their own: the same code gives the same bits on any x86-64 CPU.
+The baselines were made so (2026-12-02; the old ones from a checkout of 71c5871)::
+
+    export ATEN_CPU_CAPABILITY=default ONEDNN_MAX_CPU_ISA=SSE41 MKL_CBWR=COMPATIBLE TESTBED_CACHE_DIR=$(mktemp -d)
+    testbed run configs/quickstart.yaml --out q --quiet
+    testbed run configs/tiny.yaml --set scenario.name=federated --set rounds=3 --out f --quiet
+    # at 71c5871, with a fresh TESTBED_CACHE_DIR: the same, but --set mode=federated
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pandas as pd
 import pytest
 
-from testbed.config import load_config
-from testbed.runner import run_experiment
-
 REPO = Path(__file__).resolve().parents[1]
 BASELINES = Path(__file__).parent / "data" / "regression"
 KEYS = ["round", "label", "device_id"]
+# Read by torch, oneDNN and MKL when they load, so they must be set before the process starts.
+PORTABLE_NUMERICS = {"ATEN_CPU_CAPABILITY": "default", "ONEDNN_MAX_CPU_ISA": "SSE41", "MKL_CBWR": "COMPATIBLE"}
 
 # old metrics.csv column -> today's wide view (metrics.csv)
 RENAMED = {"strategy": "label", "strategy_kind": "strategy", "delivered": "delivered_down", "snr_db": "snr_db_down"}
@@ -59,8 +74,16 @@ def compare(baseline: Path, run_dir: Path, columns: list[str] | None = None, rou
         assert _equal(old[column], new[column]), column
 
 
-def _run(tmp_path, config: Path, *overrides) -> Path:
-    return run_experiment(load_config(config, list(overrides)), tmp_path, progress=False, config_path=config)
+def _run(out: Path, config: Path, *overrides) -> Path:
+    """``testbed run`` in a subprocess with portable numerics and a model cache of its own."""
+    cache = Path(os.environ["TESTBED_CACHE_DIR"]) / "portable-numerics"
+    env = {**os.environ, **PORTABLE_NUMERICS, "TESTBED_CACHE_DIR": str(cache)}
+    args = [sys.executable, "-m", "testbed", "run", str(config), "--out", str(out), "--quiet"]
+    for item in overrides:
+        args += ["--set", item]
+    done = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return out
 
 
 @pytest.mark.slow
