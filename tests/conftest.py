@@ -1,7 +1,9 @@
-"""Shared fixtures: real data, a session-wide model cache, and one tiny fleet run reused by several tests."""
+"""Shared fixtures: real data, a session-wide model cache, one Ray for the session's fleet runs,
+and one tiny fleet run reused by several tests."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -58,6 +60,7 @@ def testbed_env(tmp_path_factory):
     importlib.invalidate_caches()
     os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (saved["PYTHONPATH"], str(root)) if p)
     yield
+    _SHARED_RAY.close()
     sys.path.remove(str(root))
     for key, value in saved.items():
         if value is None:
@@ -72,9 +75,28 @@ def tiny_config(*overrides: str):
     return load_config(TINY, [*TEST_FLEET, *overrides])
 
 
-def run_tiny(out: Path, *overrides: str, **kwargs) -> Path:
+# Starting a local Ray (GCS, raylet, agents) costs seconds per run; the session's fleet runs
+# attach to one head instead, started on first use and stopped with the session.
+_SHARED_RAY = contextlib.ExitStack()
+_shared_address: list[str] = []
+
+
+def shared_ray_address() -> str:
+    from testbed.engine import local_ray_head
+
+    if not _shared_address:
+        _shared_address.append(_SHARED_RAY.enter_context(local_ray_head()))
+    return _shared_address[0]
+
+
+def run_tiny(out: Path, *overrides: str, own_ray: bool = False, **kwargs) -> Path:
+    """The tiny config with the test fleet and ``overrides``, on the session's Ray. A run that
+    sets its worker count (``engine.num_workers``), or asks for ``own_ray``, starts a Ray of its
+    own: attached to a cluster, a run has all of the cluster's CPUs."""
     from testbed.runner import run_experiment
 
+    if not own_ray and "ray_address" not in kwargs and not any(o.startswith("engine.num_workers=") for o in overrides):
+        kwargs["ray_address"] = shared_ray_address()
     return run_experiment(tiny_config(*overrides), out, progress=False, config_path=TINY, **kwargs)
 
 
@@ -86,6 +108,15 @@ def tiny_run(tmp_path_factory) -> Path:
                     "engine.devices_per_node=2", "engine.num_workers=2")
 
 
+def resume_run(out: Path) -> Path:
+    """``--resume`` from the run folder alone (its config.yaml; the base folder from progress.json)."""
+    from testbed.config import load_config
+    from testbed.runner import run_experiment
+
+    return run_experiment(load_config(out / "config.yaml"), out, resume=True, progress=False,
+                          config_path=out / "config.yaml", ray_address=shared_ray_address())
+
+
 def kill_after_first_round(out: Path, *overrides: str, timeout_s: float = 300) -> int:
     """Run the tiny config with ``overrides`` in a subprocess, SIGKILL its whole process group as
     soon as a round is committed, and return the rounds the folder holds (a killed run)."""
@@ -95,7 +126,8 @@ def kill_after_first_round(out: Path, *overrides: str, timeout_s: float = 300) -
     import sys
     import time
 
-    args = [sys.executable, "-m", "testbed", "run", str(TINY), "--out", str(out), "--quiet"]
+    args = [sys.executable, "-m", "testbed", "run", str(TINY), "--out", str(out), "--quiet",
+            "--ray-address", shared_ray_address()]
     for item in [*TEST_FLEET, *overrides]:
         args += ["--set", item]
     proc = subprocess.Popen(args, cwd=REPO, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from conftest import REPO, TEST_FLEET, TINY, run_tiny
+from conftest import REPO, TEST_FLEET, TINY, resume_run, run_tiny
 from testbed.engine import descendants, still_running
 
 ROUNDS = ["rounds=4"]
@@ -60,9 +60,6 @@ def uninterrupted(tmp_path_factory):
 @pytest.mark.slow
 @pytest.mark.parametrize("sig, to_group", [(signal.SIGINT, True), (signal.SIGTERM, False)], ids=["ctrl-c", "sigterm"])
 def test_a_signal_stops_the_run_cleanly_and_resume_gives_the_uninterrupted_metrics(tmp_path, uninterrupted, sig, to_group):
-    from testbed.config import load_config
-    from testbed.runner import run_experiment
-
     out = tmp_path / "stopped"
     proc = _start_run(out)
     try:
@@ -91,7 +88,7 @@ def test_a_signal_stops_the_run_cleanly_and_resume_gives_the_uninterrupted_metri
     kept = sorted({int(line.split(",")[0]) for line in (out / "measurements.csv").read_text().splitlines()[1:]})
     assert kept == list(range(1, done + 1)), "every finished round is on disk, the abandoned one is not"
 
-    run_experiment(load_config(out / "config.yaml"), out, resume=True, progress=False, config_path=out / "config.yaml")
+    resume_run(out)
     for name in ("measurements.csv", "transfers.csv", "rounds.csv", "metrics.csv"):
         assert (out / name).read_text() == (uninterrupted / name).read_text(), name
 

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from conftest import kill_after_first_round, run_tiny
+from conftest import kill_after_first_round, resume_run, run_tiny
 
 FEDERATED = ["scenario.name=federated", "rounds=3"]
 COUNTER = ["scenario.name=counter", "fleet.link={model: ideal}", "rounds=3"]  # devices keep state
@@ -15,9 +15,6 @@ COUNTER = ["scenario.name=counter", "fleet.link={model: ideal}", "rounds=3"]  # 
 @pytest.mark.slow
 @pytest.mark.parametrize("scenario", [FEDERATED, COUNTER], ids=["federated", "device-state"])
 def test_resume_after_kill_gives_the_uninterrupted_metrics(tmp_path, scenario):
-    from testbed.config import load_config
-    from testbed.runner import run_experiment
-
     killed = tmp_path / "killed"
     done = kill_after_first_round(killed, *scenario, timeout_s=240)
     assert 1 <= done < 3
@@ -25,9 +22,7 @@ def test_resume_after_kill_gives_the_uninterrupted_metrics(tmp_path, scenario):
     kept = {int(line.split(",")[0]) for line in (killed / "measurements.csv").read_text().splitlines()[1:]}
     assert set(range(1, done + 1)) <= kept
 
-    # --resume from the folder alone (its config.yaml; the base folder comes from progress.json)
-    run_experiment(load_config(killed / "config.yaml"), killed, resume=True, progress=False,
-                   config_path=killed / "config.yaml")
+    resume_run(killed)
     whole = run_tiny(tmp_path / "whole", *scenario)
     for name in ("measurements.csv", "transfers.csv", "rounds.csv", "metrics.csv"):
         assert (killed / name).read_text() == (whole / name).read_text(), name
