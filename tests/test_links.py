@@ -27,7 +27,8 @@ from testbed.payload import FORMAT_BYTES, FORMAT_F16, FORMAT_F32, Payload, Segme
 from testbed.rng import derive_rng
 
 Z999 = 3.2905  # two-sided 99.9% normal quantile
-MODELS = tuple(available())
+# The packet links; the coded nr link (code blocks, not packets) has its own properties: tests/test_nr_link.py
+MODELS = tuple(m for m in available() if m != "nr")
 
 
 def uncoded(model: str, **values):
