@@ -13,8 +13,9 @@ from testbed.links import link_params, make_link
 from testbed.links.fading import FadingLink
 from testbed.links.modulation import ber_from_ebn0, ber_square_qam
 from testbed.links.nr import TABLES, bler, choose_mcs, plan, survival
-from testbed.payload import FORMAT_BYTES, FORMAT_F32, Payload, Segment, packed_format
+from testbed.payload import Payload, Segment, packed_format
 from testbed.rng import derive_rng
+from tests.test_links import build_payload, check_delivered
 
 Z999 = 3.2905  # two-sided 99.9% normal quantile
 
@@ -184,19 +185,7 @@ def nr_params(draw):
     )
 
 
-segment_strategy = st.tuples(st.integers(0, 3000), st.booleans(), st.sampled_from(["bytes", "packed", "f32"]))
-
-
-def build_payload(spec, seed) -> Payload:
-    rng = np.random.default_rng(seed)
-    segments = []
-    for i, (size, protected, kind) in enumerate(spec):
-        if kind == "f32":
-            data, fmt = rng.standard_normal(size // 4).astype("<f4").tobytes(), FORMAT_F32
-        else:
-            data, fmt = rng.bytes(size), (packed_format(4) if kind == "packed" else FORMAT_BYTES)
-        segments.append(Segment(f"s{i}", data, protected, fmt))
-    return Payload(segments)
+segment_strategy = st.tuples(st.integers(0, 3000), st.booleans(), st.sampled_from(["bytes", "packed", "f32", "f16"]))
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -222,22 +211,8 @@ def test_nr_properties(spec, params, seed):
     if not s.delivered:
         assert t.received is None and s.failure.startswith("protected code block ")
         return
-    r = t.received
-    assert r.names() == payload.names() and r.nbytes == payload.nbytes
-    flipped = 0
-    for sent, got in zip(payload.segments, r.segments):
-        assert (got.nbytes, got.fmt, got.protected) == (sent.nbytes, sent.fmt, sent.protected)
-        if sent.protected:
-            assert got.data == sent.data
-            continue
-        a, b = np.frombuffer(sent.data, np.uint8), np.frombuffer(got.data, np.uint8).copy()
-        for start, stop in t.erased.get(sent.name, []):
-            assert 0 <= start < stop <= sent.nbytes and np.all(b[start:stop] == 0)
-            b[start:stop] = a[start:stop]
-        flipped += int(np.unpackbits(a ^ b).sum())
-    assert flipped == s.bit_errors
+    check_delivered(payload, t)
     if params.failed_exposed == "erased":
         assert s.bit_errors == 0
     else:
         assert t.erased == {} and s.packets_lost == 0
-    assert Payload.from_bytes(r.to_bytes(), r.schema) == r
