@@ -99,6 +99,13 @@ def test_mcs_without_a_table_is_refused_in_one_line():
         link_params("nr", mcs_index=29)
 
 
+def test_a_fleet_with_such_an_mcs_is_refused_before_anything_runs():
+    from testbed.fleet import Device, Fleet, FleetError
+
+    with pytest.raises(FleetError, match=r"^fleet.link: device 3: nr link: mcs_index 2 has no BLER table in pdsch1"):
+        Fleet([Device(2, link_params("nr")), Device(3, link_params("nr", mcs_index=2))])
+
+
 def test_harq_counts_follow_the_chase_combined_bler():
     """First sends that fail: Binomial(n, BLER(snr)); failures after two: Binomial(n, BLER(snr) BLER(2 snr))."""
     snr_db, mcs = 11.0, 20  # mid-waterfall of MCS 20 at one send, through at two
