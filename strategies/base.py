@@ -62,7 +62,7 @@ class Strategy:
     @property
     def coding(self) -> ValueCoding:
         o = self.options
-        return ValueCoding(bits=o.bits, dtype=o.dtype, per_channel=o.per_channel, entropy=o.entropy)
+        return ValueCoding(bits=o.bits, dtype=o.dtype, per_channel=o.per_channel, entropy=o.entropy, protection=o.protection)
 
     @property
     def bits(self) -> int | None:
@@ -145,8 +145,11 @@ class Strategy:
                     specs += self.tensor_specs(name, like)
                 else:
                     specs += plain_specs(name, like, self.coding)
+            options = self.options.model_dump(mode="json")
+            if options.get("protection", 0) is None:  # unset: the identity (and fingerprint) of before the option existed
+                del options["protection"]
             identity = json.dumps(
-                {"strategy": self.name, "options": self.options.model_dump(mode="json"), "tensors": signature},
+                {"strategy": self.name, "options": options, "tensors": signature},
                 sort_keys=True,
                 separators=(",", ":"),
             )

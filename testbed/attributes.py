@@ -134,13 +134,14 @@ def number(*, gt: float | None = None, ge: float | None = None, lt: float | None
     return Rule("number", text, accept, float, _parse_number)
 
 
-def whole(*, ge: int = 0) -> Rule:
-    """A whole number >= ``ge`` (4.0 is 4)."""
+def whole(*, ge: int = 0, le: int | None = None) -> Rule:
+    """A whole number >= ``ge`` (and <= ``le`` if given; 4.0 is 4)."""
 
     def accept(v) -> bool:
-        return _is_number(v) and math.isfinite(v) and float(v).is_integer() and v >= ge
+        return _is_number(v) and math.isfinite(v) and float(v).is_integer() and v >= ge and (le is None or v <= le)
 
-    return Rule("whole", f"a whole number >= {ge}", accept, int, _parse_whole)
+    text = f"a whole number >= {ge}" if le is None else f"a whole number in [{ge}, {le}]"
+    return Rule("whole", text, accept, int, _parse_whole)
 
 
 def one_of(*names: str) -> Rule:
@@ -148,16 +149,16 @@ def one_of(*names: str) -> Rule:
     return Rule("name", "one of " + ", ".join(names), lambda v: isinstance(v, str) and v in names, str, str)
 
 
-def auto_or_whole(*, ge: int = 1) -> Rule:
-    """The word "auto" or a whole number >= ``ge``."""
-    count = whole(ge=ge)
+def auto_or_whole(*, ge: int = 1, le: int | None = None) -> Rule:
+    """The word "auto" or a whole number >= ``ge`` (and <= ``le`` if given)."""
+    count = whole(ge=ge, le=le)
 
     def parse(text: str):
         return AUTO if text == AUTO else _parse_whole(text, "a whole number or 'auto'")
 
     return Rule(
         "auto_or_whole",
-        f"'auto' or a whole number >= {ge}",
+        f"'auto' or {count.text}",
         lambda v: v == AUTO if isinstance(v, str) else count.problem(v) is None,
         lambda v: v if v == AUTO else int(v),
         parse,

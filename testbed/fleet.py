@@ -122,6 +122,11 @@ class Fleet:
         self._by_id = {d.device_id: d for d in self.devices}
         self._position = {d.device_id: i for i, d in enumerate(self.devices)}
         self._links: dict[int, Link] = {}
+        for d in self.devices:  # a model may refuse a combination of its parameters when its link is built
+            try:
+                self.link(d.device_id)
+            except ValueError as exc:
+                raise FleetError(f"fleet.link: device {d.device_id}: {exc}") from None
 
     # ---- building ----------------------------------------------------------------------
     @classmethod

@@ -215,6 +215,7 @@ TRANSFERS = Table(
         Column("coding_bytes", "int", "B", "the extra repetition copies of the protected packets' first sends", "bytes_{t}_coding"),
         Column("resent_bytes", "int", "B", "every byte of every resent protected packet", "bytes_{t}_resent"),
         Column("repetition", "int", "", "copies of each protected packet per send", "repetition_{t}"),
+        Column("mcs", "int", "", "the MCS a coded link (nr) sent at, the one link adaptation chose; -1 for the uncoded links", "mcs_{t}"),
         Column("bit_errors", "int", "", "bits that differ in the exposed data as delivered", "bit_errors_{t}"),
         Column("packets_lost", "int", "", "exposed packets erased", "packets_lost_{t}"),
         Column("resends", "int", "", "protected packets resent (selective-repeat ARQ)", "resends_{t}"),

@@ -84,7 +84,7 @@ def run_transfer(
         direction=transfer.direction, strategy=strategy, link_model=str(link.params.model),
         snr_db=s.snr_db, bytes=s.bytes_sent, payload_bytes=s.payload_bytes,
         protected_bytes=payload.protected_nbytes, overhead_bytes=s.overhead_bytes, coding_bytes=s.coding_bytes,
-        resent_bytes=s.resent_bytes, repetition=s.protected_repetition, bit_errors=s.bit_errors,
+        resent_bytes=s.resent_bytes, repetition=s.protected_repetition, mcs=s.mcs, bit_errors=s.bit_errors,
         packets_lost=s.packets_lost, resends=s.retransmissions, airtime_s=s.airtime_s, delivered=s.delivered,
     )
     if tx.received is None:

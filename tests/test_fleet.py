@@ -175,7 +175,7 @@ def _with_column(name: str, cells: list[str]) -> str:
         (TRACE.replace("latency_ms,", "").replace(",35,", ",").replace(",120,", ",").replace(",5,", ","),
          "{p} line 1: missing column(s) latency_ms"),
         (_with_column("link_model", ["wifi", "bsc", "bsc"]),
-         "{p} line 2, column link_model: 'wifi' must be one of ideal, bsc, awgn, analog, erasure, fading, gilbert_elliott"),
+         "{p} line 2, column link_model: 'wifi' must be one of ideal, bsc, awgn, analog, erasure, fading, gilbert_elliott, nr"),
         (_with_column("ber", ["0.1", "", ""]), "{p} line 2, column ber: link model awgn has no parameter ber (leave it empty)"),
         (_with_column("partition", ["0", "3", "1"]),
          "{p} line 3, column partition: 3 is beyond the fleet's 3 partitions (0..2, one per device)"),

@@ -15,7 +15,7 @@ from testbed.fleet import Fleet
 from testbed.links.schema import LinkSection
 
 ROOT = Path(__file__).resolve().parents[1]
-KNOWN = "ideal, bsc, awgn, analog, erasure, fading, gilbert_elliott"
+KNOWN = "ideal, bsc, awgn, analog, erasure, fading, gilbert_elliott, nr"
 
 
 def config_file(tmp_path: Path, link: dict, compute: dict | None = None) -> Path:

@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_the_built_in_models():
-    assert list(available()) == ["ideal", "bsc", "awgn", "analog", "erasure", "fading", "gilbert_elliott"]
+    assert list(available()) == ["ideal", "bsc", "awgn", "analog", "erasure", "fading", "gilbert_elliott", "nr"]
     for name, cls in available().items():
         assert cls.model == name and cls.Params.model_fields["model"].default == name
         assert type(make_link(link_params(name))) is cls

@@ -38,6 +38,27 @@ def ber_from_ebn0(ebn0: float, modulation: str) -> float:
     raise ValueError(f"unknown modulation {modulation!r}: expected one of {', '.join(MODULATIONS)}")
 
 
+def ber_square_qam(esn0: float, bits_per_symbol: int) -> float:
+    """Bit error rate of Gray-coded square QAM with ``bits_per_symbol`` bits (2: QPSK, 4, 6, 8, 10)
+    over AWGN at a linear Es/N0 of ``esn0``: the general expression of Cho and Yoon (as for 16-QAM
+    above), Pb = 1/log2(L) sum_k Pb(k), L = sqrt(M), with Pb(k) = 1/L sum_i (-1)^floor(i 2^(k-1) / L)
+    (2^(k-1) - floor(i 2^(k-1) / L + 1/2)) 2 Q((2i + 1) sqrt(3 Es/N0 / (M - 1))), i < (1 - 2^-k) L."""
+    if bits_per_symbol < 2 or bits_per_symbol % 2:
+        raise ValueError(f"square QAM needs an even number of bits per symbol >= 2, got {bits_per_symbol}")
+    m = 1 << bits_per_symbol
+    side = 1 << (bits_per_symbol // 2)
+    arg = math.sqrt(3.0 * max(esn0, 0.0) / (m - 1))
+    total = 0.0
+    for k in range(1, bits_per_symbol // 2 + 1):
+        weight = 1 << (k - 1)
+        terms = (
+            (-1) ** (i * weight // side) * (weight - math.floor(i * weight / side + 0.5)) * 2 * q_function((2 * i + 1) * arg)
+            for i in range(int((1 - 2.0**-k) * side))
+        )
+        total += math.fsum(terms) / side
+    return min(max(total / (bits_per_symbol // 2), 0.0), 0.5)
+
+
 SnrDb = Annotated[float, number(), MEASURED]
 
 

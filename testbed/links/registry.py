@@ -28,6 +28,7 @@ LINKS = Registry(
         "erasure": "testbed.links.erasure:ErasureLink",
         "fading": "testbed.links.fading:FadingLink",
         "gilbert_elliott": "testbed.links.gilbert_elliott:GilbertElliottLink",
+        "nr": "testbed.links.nr:NRLink",
     },
     base=Link,
 )

@@ -26,6 +26,7 @@ class LinkStats:
     snr_db: float = math.nan  # effective SNR of this transmission (NaN: not applicable)
     ber: float = 0.0  # effective bit error rate of this transmission (of the uncoded, exposed bits)
     protected_repetition: int = 1  # copies of each protected packet per send (the one "auto" chose)
+    mcs: int = -1  # the MCS a coded link (nr) sent at; -1 for the uncoded links
 
     def as_dict(self) -> dict:
         return asdict(self)

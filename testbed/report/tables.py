@@ -104,7 +104,7 @@ def _aggregate(column: Column) -> str:
         return "list"
     if column.dtype == "bool":
         return "count"
-    return "mean" if column.unit == "dB" or column.name == "repetition" else "sum"
+    return "mean" if column.unit == "dB" or column.name in ("repetition", "mcs") else "sum"
 
 
 _AGGREGATE_WORDS = {"list": "the values found", "count": "transfers where", "mean": "mean over the transfers",
