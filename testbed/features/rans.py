@@ -182,16 +182,19 @@ class RansFeatures(QuantisedCodec):
         width = WIDTHS[log_width]
         count = elements(shape)
         rows = 8 * -(-count // 8) // width
-        pattern = self._stream(payload, "features/mask", rows, 1 << width)
-        mask = np.unpackbits(packed_of(pattern, width), bitorder="little")[:count].astype(bool)
-        values = self._stream(payload, "features/values", int(mask.sum()), 1 << self.bits)
-        codes = np.full(count, zero, dtype=np.int64)
-        codes[mask] = values
-        return dequantise(codes, scale, zero)
+        present, index = self._stream(payload, "features/mask", rows, 1 << width)
+        mask = np.unpackbits(packed_of(present, width)[index] if width == 8 else packed_of(present[index], width),
+                             count=count, bitorder="little").view(bool)
+        positions = np.flatnonzero(mask)  # then a fancy-index store: several times faster than out[mask] =
+        present, index = self._stream(payload, "features/values", len(positions), 1 << self.bits)
+        # the value of each code present, computed as dequantise does (so bit-exact), then one gather
+        out = np.zeros(count, np.float32)  # code z is 0.0 exactly
+        out[positions] = dequantise(present, scale, zero)[index]
+        return out
 
     @staticmethod
-    def _stream(payload, name: str, count: int, alphabet: int) -> np.ndarray:
+    def _stream(payload, name: str, count: int, alphabet: int) -> tuple[np.ndarray, np.ndarray]:
         try:
-            return entropy.decode(payload[f"{name}/hist"].data, payload[name].data, count, alphabet)
+            return entropy.decode_indices(payload[f"{name}/hist"].data, payload[name].data, count, alphabet)
         except entropy.EntropyDecodeError as exc:
             raise PayloadError(name, f"rANS stream: {exc}") from None

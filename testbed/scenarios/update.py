@@ -55,6 +55,7 @@ from pydantic import ConfigDict, Field, field_validator
 from testbed import metrics
 from testbed.payload import Payload, PayloadSchema, Segment
 from testbed.recipes import TrainConfig
+from testbed.report.figures import figure
 from testbed.rng import derive_rng, derive_seed
 from testbed.scenarios.base import DeviceRun, RoundPlan, RoundResults, Scenario, ScenarioOptions, plain_state, state_digest
 from testbed.tables import MODEL_QUALITY, Column
@@ -489,3 +490,44 @@ class Update(Scenario):
         return result.value if result.ok else None
 
 
+
+
+# ---- the report's figure (registered on import; matplotlib and pandas are loaded only to draw) -----
+
+
+@figure("update-rounds", "Versions and accuracy over rounds",
+        "Per device that took part and round (dots, jittered), after the round: how many versions it is "
+        "behind the server (left), its accuracy on the new task (middle) and on the old one (right, "
+        "forgetting); lines are the means over those devices. A device that missed a round has no dot in it.",
+        needs=("lag",), size=(11.5, 3.4))
+def draw_update_rounds(view, fig) -> None:
+    import pandas as pd
+    from matplotlib.ticker import MaxNLocator
+
+    axes = fig.subplots(1, 3)
+    jitter = np.random.default_rng(0)  # fixed: the page is the same on every render
+    width = 0.6 / max(1, len(view.series))
+    for i, s in enumerate(view.series):
+        rows = s.measurements
+        rounds = pd.to_numeric(rows["round"], errors="coerce")
+        shift = (i - (len(view.series) - 1) / 2) * width
+        for ax, column in zip(axes, ("lag", "accuracy", "accuracy_old")):
+            values = pd.to_numeric(rows[column], errors="coerce") if column in rows else pd.Series(dtype=float)
+            ok = values.notna() & rounds.notna()
+            if not ok.any():
+                continue
+            x = rounds[ok].to_numpy(float) + shift
+            ax.scatter(x + jitter.uniform(-width / 3, width / 3, len(x)), values[ok], s=7, color=s.color,
+                       marker=s.marker, alpha=0.3, linewidths=0)
+            mean = values[ok].groupby(rounds[ok]).mean()
+            ax.plot(mean.index.to_numpy(float) + shift, mean.to_numpy(), color=s.color, marker=s.marker,
+                    linestyle=s.linestyle, label=s.label if column == "lag" else None)
+    for ax, title in zip(axes, ("version lag (versions behind)", "accuracy, new task", "accuracy, old task")):
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("round")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    axes[0].yaxis.set_major_locator(MaxNLocator(integer=True))
+    handles, labels = axes[0].get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, labels, loc="center left", bbox_to_anchor=(0.92, 0.5), frameon=False)
+    fig.subplots_adjust(left=0.05, right=0.9, wspace=0.3)
