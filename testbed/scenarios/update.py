@@ -495,10 +495,33 @@ class Update(Scenario):
 # ---- the report's figure (registered on import; matplotlib and pandas are loaded only to draw) -----
 
 
+def fleet_lag(run, rows):
+    """(round, device_id, lag) for every device of the fleet and round, those that sat the round out
+    included: the server's version of the round less the version the device last reported holding
+    (before its first report: the installed version 0, or none (-1) when the deployment is sent)."""
+    import pandas as pd
+
+    rows = rows.assign(round=pd.to_numeric(rows["round"], errors="coerce"),
+                       version=pd.to_numeric(rows["version"], errors="coerce"),
+                       lag=pd.to_numeric(rows["lag"], errors="coerce")).dropna(subset=["round", "version", "lag"])
+    server = (rows["version"] + rows["lag"]).groupby(rows["round"]).max()
+    devices = run.devices["device_id"].tolist() if "device_id" in run.devices else rows["device_id"].unique().tolist()
+    deploy = (run.config.get("scenario") or {}).get("deploy", "installed")
+    start = 0 if deploy == "installed" else NOTHING
+    out = []
+    held = {int(d): start for d in devices}
+    for round_, v in server.items():
+        for r in rows[rows["round"] == round_].itertuples():
+            held[int(r.device_id)] = int(r.version)
+        out += [(int(round_), d, int(v) - h) for d, h in held.items()]
+    return pd.DataFrame(out, columns=["round", "device_id", "lag"])
+
+
 @figure("update-rounds", "Versions and accuracy over rounds",
-        "Per device that took part and round (dots, jittered), after the round: how many versions it is "
-        "behind the server (left), its accuracy on the new task (middle) and on the old one (right, "
-        "forgetting); lines are the means over those devices. A device that missed a round has no dot in it.",
+        "Left: how many versions each device of the fleet is behind the server after each round (dots, "
+        "jittered; a device that sat the round out keeps the version it last reported); middle and right: "
+        "the accuracy on the new task and on the old one (forgetting) of each device that took part. "
+        "Lines are the means over those devices.",
         needs=("lag",), size=(11.5, 3.4))
 def draw_update_rounds(view, fig) -> None:
     import pandas as pd
@@ -509,20 +532,22 @@ def draw_update_rounds(view, fig) -> None:
     width = 0.6 / max(1, len(view.series))
     for i, s in enumerate(view.series):
         rows = s.measurements
-        rounds = pd.to_numeric(rows["round"], errors="coerce")
         shift = (i - (len(view.series) - 1) / 2) * width
-        for ax, column in zip(axes, ("lag", "accuracy", "accuracy_old")):
+        panels = [fleet_lag(s.run, rows).set_index("round")["lag"]]
+        for column in ("accuracy", "accuracy_old"):
             values = pd.to_numeric(rows[column], errors="coerce") if column in rows else pd.Series(dtype=float)
-            ok = values.notna() & rounds.notna()
-            if not ok.any():
+            panels.append(values.set_axis(pd.to_numeric(rows["round"], errors="coerce")).dropna())
+        for ax, values, first in zip(axes, panels, (True, False, False)):
+            if values.empty:
                 continue
-            x = rounds[ok].to_numpy(float) + shift
-            ax.scatter(x + jitter.uniform(-width / 3, width / 3, len(x)), values[ok], s=7, color=s.color,
-                       marker=s.marker, alpha=0.3, linewidths=0)
-            mean = values[ok].groupby(rounds[ok]).mean()
+            x = values.index.to_numpy(float) + shift
+            ax.scatter(x + jitter.uniform(-width / 3, width / 3, len(x)), values.to_numpy(float), s=7,
+                       color=s.color, marker=s.marker, alpha=0.3, linewidths=0)
+            mean = values.groupby(level=0).mean()
             ax.plot(mean.index.to_numpy(float) + shift, mean.to_numpy(), color=s.color, marker=s.marker,
-                    linestyle=s.linestyle, label=s.label if column == "lag" else None)
-    for ax, title in zip(axes, ("version lag (versions behind)", "accuracy, new task", "accuracy, old task")):
+                    linestyle=s.linestyle, label=s.label if first else None)
+    for ax, title in zip(axes, ("version lag, every device (versions behind)", "accuracy, new task",
+                                "accuracy, old task")):
         ax.set_title(title, fontsize=9)
         ax.set_xlabel("round")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
