@@ -325,14 +325,50 @@ def test_a_full_model_label_that_is_not_a_strategy_is_one_line(tmp_path):
 NOISY = [*UPDATE, "rounds=3", "fleet.compute.availability=0.7"]
 
 
+@pytest.fixture(scope="module")
+def noisy_runs(tmp_path_factory):
+    """The same noisy update run with one and with three devices per node."""
+    base = tmp_path_factory.mktemp("noisy")
+    one = run_tiny(base / "one", *NOISY, "engine.devices_per_node=1")
+    three = run_tiny(base / "three", *NOISY, "engine.devices_per_node=3", "engine.num_workers=1")
+    return one, three
+
+
 @pytest.mark.slow
-def test_update_runs_are_the_same_whatever_the_cohorts(tmp_path):
-    one = run_tiny(tmp_path / "one", *NOISY, "engine.devices_per_node=1")
-    three = run_tiny(tmp_path / "three", *NOISY, "engine.devices_per_node=3", "engine.num_workers=1")
+def test_update_runs_are_the_same_whatever_the_cohorts(noisy_runs):
+    one, three = noisy_runs
     for name in ("measurements.csv", "transfers.csv", "rounds.csv"):
         assert (three / name).read_text() == (one / name).read_text(), name
     summary = json.loads((one / "summary.json").read_text())
     assert [v["version"] for v in summary["strategies"]["fact"]["versions"]] == [0, 1, 2, 3]
+
+
+@pytest.mark.slow
+def test_the_report_of_an_update_run_draws_every_devices_lag_and_accuracy_over_rounds(noisy_runs, tmp_path):
+    from browser import open_page
+    from testbed.report import load_run, write_report
+    from testbed.scenarios.update import fleet_lag
+
+    one, _ = noisy_runs
+    page = write_report([one], tmp_path / "update.html")
+    assert 'id="fig-update-rounds"' in page.read_text()
+    result = open_page(page)
+    assert result.console_errors == [], result.console_messages
+    assert "Versions and accuracy over rounds" in result.text and "version lag, every device" in result.text
+    run = load_run(one)
+    rows = run.measurements[run.measurements["label"] == "fact"].dropna(subset=["lag"])
+    lag = fleet_lag(run, rows)
+    assert len(lag) == 8 * 3 and set(lag["round"]) == {1, 2, 3}  # every device, every round
+    took_part = lag.merge(rows[["round", "device_id", "lag"]].astype(int), on=["round", "device_id"],
+                          suffixes=("", "_measured"))
+    assert len(took_part) == len(rows) and (took_part["lag"] == took_part["lag_measured"]).all()
+    # a device that sat a round out falls one version further behind (installed deployment: version r in round r)
+    sat_out = lag.merge(rows[["round", "device_id"]].astype(int), how="left", indicator=True)
+    sat_out = sat_out[sat_out["_merge"] == "left_only"]
+    assert len(sat_out), "every device took part in every round: choose another seed"
+    before = lag.set_index(["round", "device_id"])["lag"]
+    for r in sat_out.itertuples():
+        assert r.lag == (before.get((r.round - 1, r.device_id), 0) + 1), r
 
 
 @pytest.mark.slow
