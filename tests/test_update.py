@@ -53,16 +53,17 @@ def _tiny_model():
     return build_model(ModelConfig(arch="deepcnn", width=4), (1, 28, 28), 10)
 
 
-def test_a_factorised_update_is_rank_r_per_layer_and_its_factors_give_it_back():
+def _retrained_delta(strategy) -> dict:
+    """The tiny model prepared by ``strategy``, three SGD steps in training mode, its float delta."""
     from torch.nn.utils import parametrize
 
-    strategy = build({"strategy": "factorised", "rank": 2})
     model = _tiny_model()
     base = {k: v.clone() for k, v in model.state_dict().items()}
     model = strategy.prepare_update(model)
     assert not any(p.requires_grad for n, p in model.named_parameters() if n.endswith("original"))
     opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.5)
     x, y = torch.randn(16, 1, 28, 28), torch.randint(0, 10, (16,))
+    model.train()
     for _ in range(3):
         opt.zero_grad()
         torch.nn.functional.cross_entropy(model(x), y).backward()
@@ -71,7 +72,12 @@ def test_a_factorised_update_is_rank_r_per_layer_and_its_factors_give_it_back():
         if parametrize.is_parametrized(module):
             parametrize.remove_parametrizations(module, "weight", leave_parametrized=True)
     new = model.state_dict()
-    delta = {k: new[k] - base[k] for k in base if base[k].dtype.is_floating_point}
+    return {k: new[k] - base[k] for k in base if base[k].dtype.is_floating_point}
+
+
+def test_a_factorised_update_is_rank_r_per_layer_and_its_factors_give_it_back():
+    strategy = build({"strategy": "factorised", "rank": 2})
+    delta = _retrained_delta(strategy)
     sizes = 0
     for name, d in delta.items():
         if d.dim() >= 2:
@@ -162,25 +168,9 @@ def test_the_energy_rule_keeps_the_smallest_rank_holding_the_energy_of_the_retra
 
 
 def test_without_vector_refresh_biases_and_batchnorm_stay_deployed_and_are_not_sent():
-    from torch.nn.utils import parametrize
-
     strategy = build({"strategy": "factorised", "rank": 2, "refresh_vectors": False})
     assert strategy.update_training_key() != build({"strategy": "factorised", "rank": 2}).update_training_key()
-    model = _tiny_model()
-    base = {k: v.clone() for k, v in model.state_dict().items()}
-    model = strategy.prepare_update(model)
-    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.5)
-    x, y = torch.randn(16, 1, 28, 28), torch.randint(0, 10, (16,))
-    model.train()
-    for _ in range(3):
-        opt.zero_grad()
-        torch.nn.functional.cross_entropy(model(x), y).backward()
-        opt.step()
-    for module in model.modules():
-        if parametrize.is_parametrized(module):
-            parametrize.remove_parametrizations(module, "weight", leave_parametrized=True)
-    new = model.state_dict()
-    delta = {k: new[k] - base[k] for k in base if base[k].dtype.is_floating_point}
+    delta = _retrained_delta(strategy)
     vectors = [k for k, d in delta.items() if d.dim() < 2]
     assert vectors and all(not delta[k].any() for k in vectors)  # BatchNorm's running statistics included
     assert any(delta[k].any() for k in delta if k not in vectors)
@@ -345,15 +335,12 @@ def test_update_runs_are_the_same_whatever_the_cohorts(noisy_runs):
 
 @pytest.mark.slow
 def test_the_report_of_an_update_run_draws_every_devices_lag_and_accuracy_over_rounds(noisy_runs, tmp_path):
-    from browser import open_page
-    from testbed.report import load_run, write_report
+    from browser import open_report
+    from testbed.report import load_run
     from testbed.scenarios.update import fleet_lag
 
     one, _ = noisy_runs
-    page = write_report([one], tmp_path / "update.html")
-    assert 'id="fig-update-rounds"' in page.read_text()
-    result = open_page(page)
-    assert result.console_errors == [], result.console_messages
+    result = open_report(one, tmp_path / "update.html", "update-rounds")
     assert "Versions and accuracy over rounds" in result.text and "version lag, every device" in result.text
     run = load_run(one)
     rows = run.measurements[run.measurements["label"] == "fact"].dropna(subset=["lag"])
