@@ -1,6 +1,6 @@
 """Feature-codec speed and size on one CPU core for a 64 x 56 x 56 float tensor.
 
-Usage: python scripts/bench_features.py [--repeats 20] [--out docs/results/split_bench.json]
+Usage: python scripts/bench_features.py [--repeats 20] [--out docs/results/split_bench.json] [--only rans-features]
 
 Two tensors of 64 x 56 x 56 (the size of a ResNet-18 stage-1 map of a 224 x 224 input):
 ``random``: |N(0, 1)| with half the values set to 0 (ReLU-like, zeros independent);
@@ -107,9 +107,11 @@ def rans_alone(payload, count: int, bits: int):
     return run
 
 
-def bench(x: torch.Tensor, repeats: int) -> dict:
+def bench(x: torch.Tensor, repeats: int, only: str = "") -> dict:
     rows = []
     for label, spec in CODECS:
+        if not label.startswith(only):
+            continue
         codec = build_codec(spec)
         (enc_ms, enc_min), wire = timed_min(lambda: codec.encode(x).to_bytes(), repeats)
         (dec_ms, dec_min), _ = timed_min(lambda: codec.decode(codec.read(wire, x.shape), x.shape), repeats)
@@ -184,12 +186,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--out", type=Path, default=Path("docs/results/split_bench.json"))
+    parser.add_argument("--only", default="", help="only the codecs whose label starts so (e.g. rans-features)")
     args = parser.parse_args()
     tensors = {"random": random_features(), "trained": trained_features()}
     torch.set_num_threads(1)  # the timings are of one core (training above may use more)
     load_before = os.getloadavg()
     results = {"machine": machine_info(), "shape": list(SHAPE), "repeats": args.repeats,
-               "tensors": {name: bench(x, args.repeats) for name, x in tensors.items()},
+               "tensors": {name: bench(x, args.repeats, args.only) for name, x in tensors.items()},
                "gpu": gpu_times(tensors["random"], args.repeats)}
     results["load_average_1min"] = {"before": load_before[0], "after": os.getloadavg()[0]}
     args.out.parent.mkdir(parents=True, exist_ok=True)
