@@ -51,9 +51,17 @@ def _matrix_shape(t: torch.Tensor) -> tuple[int, int]:
 
 
 def svd_factors(tensor: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The thin SVD of a tensor seen as a C_out x rest matrix."""
-    matrix = tensor.detach().to(torch.float32).reshape(tensor.shape[0], -1).numpy()
-    return np.linalg.svd(matrix, full_matrices=False)
+    """The thin SVD (float32 U, S, V^T) of a tensor seen as a C_out x rest matrix, in float64 on one
+    thread: numpy's threaded OpenBLAS SVD hung (threads spinning in dgesdd) in a server process on
+    a loaded machine, and the thread count would change the last bits of the factors anyway."""
+    matrix = tensor.detach().to(torch.float64).reshape(tensor.shape[0], -1)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        u, s, vt = torch.linalg.svd(matrix, full_matrices=False)
+    finally:
+        torch.set_num_threads(threads)
+    return u.to(torch.float32).numpy(), s.to(torch.float32).numpy(), vt.to(torch.float32).numpy()
 
 
 def _worth_factorising(r: int, m: int, n: int) -> bool:
