@@ -9,7 +9,10 @@ splits). Part 2: 5 successive updates to 50 devices at 0-20 dB, some devices mis
 
     .venv/bin/python scripts/reproduce_update.py --out runs/update-study
 
-Re-running skips finished runs; ``--figures-only`` only makes the figures and tables.
+Re-running skips finished runs; ``--figures-only`` only makes the figures and tables;
+``--rank-rules-only`` runs only the factorised labels whose ranks follow an energy or byte
+budget (RANK_RULES: their own runs, the same fleet and seeds) and merges them into the
+existing results.json.
 Writes docs/results/update/ (figures, results.json, tables.md).
 """
 
@@ -50,7 +53,13 @@ CODECS = {
     "fact-r4": ("factorised", {"strategy": "factorised", "rank": 4, "bits": 8}),
     "fact-r2": ("factorised", {"strategy": "factorised", "rank": 2, "bits": 8}),
     "fact-r1": ("factorised", {"strategy": "factorised", "rank": 1, "bits": 8}),
+    # ranks per layer by a rule, trained at rank 4 (the same retraining as fact-r4): runs of their own
+    "fact-e95": ("factorised", {"strategy": "factorised", "energy": 0.95, "max_rank": 4, "bits": 8}),
+    "fact-e80": ("factorised", {"strategy": "factorised", "energy": 0.80, "max_rank": 4, "bits": 8}),
+    "fact-B3000": ("factorised", {"strategy": "factorised", "budget_bytes": 3000, "max_rank": 4, "bits": 8}),
+    "fact-B2000": ("factorised", {"strategy": "factorised", "budget_bytes": 2000, "max_rank": 4, "bits": 8}),
 }
+RANK_RULES = ("fact-e95", "fact-e80", "fact-B3000", "fact-B2000")
 FLEET_CODECS = ("full-q8", "delta-q4-rans", "topk-3", "svd-r2", "fact-r2")
 FEDERATED_STYLE = ("quantised delta", "top-k delta")
 COMPARABLE = 0.005  # within 0.5 point of the best accuracy
@@ -65,14 +74,19 @@ def _full_model(labels) -> str:
     return "scenario.full_model=" + json.dumps([label for label in labels if label.startswith("full-")])
 
 
-def codec_run_overrides(drift: str, seed: int) -> list[str]:
+def run_folder(out: Path, drift: str, seed: int, label: str) -> Path:
+    """The rank-rule labels run apart from the others (added later; the same fleet and seeds)."""
+    return out / (f"{drift}-seed{seed}" + ("-ranks" if label in RANK_RULES else ""))
+
+
+def codec_run_overrides(drift: str, seed: int, labels) -> list[str]:
     models = ["ideal"] + ["awgn"] * len(SNRS)
     return [
         f"seed={seed}", f"scenario.drift={drift}", "rounds=1", "fleet.compute.availability=1",
         f"fleet.devices={1 + len(SNRS)}", f"fleet.link.model={json.dumps(models)}",
         f"fleet.link.snr_db={json.dumps([20, *SNRS])}", "data.test_per_device=200",
         "scenario.deploy_size=500", "scenario.update_size=1000",
-        _strategies(CODECS), _full_model(CODECS),
+        _strategies(labels), _full_model(labels),
     ]
 
 
@@ -114,20 +128,22 @@ def mean_ci(values) -> tuple[float, float]:
     return float(values.mean()), float(half)
 
 
-def codec_table(runs: dict) -> dict:
+def codec_table(out: Path, labels) -> dict:
     """Per drift and codec: update bytes, accuracy (new, old) over seeds, accuracy by SNR."""
     import pandas as pd
 
     table = {}
     for drift in DRIFTS:
         rows = {}
-        for label, (family, _) in CODECS.items():
-            v1 = [json.loads((runs[drift, s] / "summary.json").read_text())["strategies"][label]["versions"][1]
+        for label in labels:
+            family = CODECS[label][0]
+            runs = {s: run_folder(out, drift, s, label) for s in SEEDS}
+            v1 = [json.loads((runs[s] / "summary.json").read_text())["strategies"][label]["versions"][1]
                   for s in SEEDS]
             by_snr = {}
             for s in SEEDS:
-                m = pd.read_csv(runs[drift, s] / "measurements.csv")
-                t = pd.read_csv(runs[drift, s] / "transfers.csv")
+                m = pd.read_csv(runs[s] / "measurements.csv")
+                t = pd.read_csv(runs[s] / "transfers.csv")
                 m = m[m["label"] == label].merge(t[["label", "device_id", "link_model", "snr_db"]].rename(
                     columns={"link_model": "link"}), on=["label", "device_id"])
                 for _, r in m.iterrows():
@@ -139,7 +155,7 @@ def codec_table(runs: dict) -> dict:
                 "family": family, "update_bytes": float(np.mean([h["update_bytes"] for h in v1])),
                 "accuracy": acc, "accuracy_ci": acc_ci, "accuracy_old": old, "accuracy_old_ci": old_ci,
                 "server_accuracy": mean_ci([h["server_accuracy"] for h in v1])[0],
-                "deployed_accuracy": mean_ci([json.loads((runs[drift, s] / "summary.json").read_text())
+                "deployed_accuracy": mean_ci([json.loads((runs[s] / "summary.json").read_text())
                                               ["strategies"][label]["versions"][0]["accuracy"] for s in SEEDS])[0],
                 "by_snr": {k: float(np.nanmean(v)) for k, v in by_snr.items()},
             }
@@ -293,18 +309,31 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "update-study")
     parser.add_argument("--figures-only", action="store_true")
+    parser.add_argument("--rank-rules-only", action="store_true",
+                        help="run only the rank-rule labels; the other codecs and the fleet are taken from "
+                             "the existing docs/results/update/results.json (same seeds, same fleet)")
     args = parser.parse_args()
-    runs = {(d, s): args.out / f"{d}-seed{s}" for d in DRIFTS for s in SEEDS}
     fleet_out = args.out / "fleet"
+    others = [label for label in CODECS if label not in RANK_RULES]
     t0 = time.perf_counter()
     if not args.figures_only:
-        for (drift, seed), out in runs.items():
-            run(out, codec_run_overrides(drift, seed))
-        run(fleet_out, fleet_run_overrides())
+        for drift in DRIFTS:
+            for seed in SEEDS:
+                for labels in ((list(RANK_RULES),) if args.rank_rules_only else (others, list(RANK_RULES))):
+                    run(run_folder(args.out, drift, seed, labels[0]), codec_run_overrides(drift, seed, labels))
+        if not args.rank_rules_only:
+            run(fleet_out, fleet_run_overrides())
     RESULTS.mkdir(parents=True, exist_ok=True)
-    table = codec_table(runs)
+    if args.rank_rules_only:
+        earlier = json.loads((RESULTS / "results.json").read_text())
+        added = codec_table(args.out, RANK_RULES)
+        table = {drift: {**{k: v for k, v in earlier["codecs"][drift].items() if k not in RANK_RULES},
+                         **added[drift]} for drift in DRIFTS}
+        fleet = earlier["fleet"]
+    else:
+        table = codec_table(args.out, CODECS)
+        fleet = fleet_table(fleet_out)
     claims = {drift: claim(table[drift]) for drift in DRIFTS}
-    fleet = fleet_table(fleet_out)
     import os
 
     machine = f"{platform.machine()}, {os.cpu_count()} CPUs, no GPU"

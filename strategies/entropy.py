@@ -13,7 +13,7 @@ from __future__ import annotations
 import constriction
 import numpy as np
 
-from testbed.bitpack import VarintError, read_varints, varints
+from testbed.bitpack import VarintError, read_varint_array, read_varints, varints
 
 
 class EntropyDecodeError(ValueError):
@@ -38,14 +38,14 @@ def decode_histogram(buf: bytes, alphabet: int) -> tuple[np.ndarray, np.ndarray,
         (distinct,), pos = read_varints(buf, 0, 1)
         if distinct > alphabet:
             raise EntropyDecodeError(f"histogram lists {distinct} symbols, alphabet has {alphabet}")
-        pairs, pos = read_varints(buf, pos, 2 * distinct)
+        pairs, pos = read_varint_array(buf, pos, 2 * distinct)
     except VarintError as exc:
         raise EntropyDecodeError(f"histogram: {exc}") from None
     # Bound the values before they become int64: a damaged varint can exceed it (OverflowError).
-    if any(gap >= alphabet for gap in pairs[0::2]) or any(c >= 1 << 40 for c in pairs[1::2]):
+    if np.any(pairs[0::2] >= alphabet) or np.any(pairs[1::2] >= 1 << 40):
         raise EntropyDecodeError("histogram gap or count out of range")
-    symbols = np.cumsum(np.array(pairs[0::2], dtype=np.int64))
-    counts = np.array(pairs[1::2], dtype=np.int64)
+    symbols = np.cumsum(pairs[0::2].astype(np.int64))
+    counts = pairs[1::2].astype(np.int64)
     if distinct and (symbols[-1] >= alphabet or np.any(np.diff(symbols) <= 0) or np.any(counts == 0)):
         raise EntropyDecodeError("histogram symbols out of range, repeated or with zero count")
     return symbols, counts, pos
@@ -70,6 +70,13 @@ def encode(symbols: np.ndarray) -> tuple[bytes, bytes]:
 
 def decode(histogram: bytes, stream: bytes, count: int, alphabet: int) -> np.ndarray:
     """Inverse of :func:`encode` for ``count`` symbols below ``alphabet``."""
+    present, dense = decode_indices(histogram, stream, count, alphabet)
+    return present[dense]
+
+
+def decode_indices(histogram: bytes, stream: bytes, count: int, alphabet: int) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`decode` as (symbols present, index of each decoded symbol among them): a caller that
+    maps symbols to values maps the few present ones and gathers once."""
     present, counts, used = decode_histogram(histogram, alphabet)
     if used != len(histogram):
         raise EntropyDecodeError("trailing bytes after the histogram")
@@ -78,7 +85,7 @@ def decode(histogram: bytes, stream: bytes, count: int, alphabet: int) -> np.nda
     if len(present) <= 1:
         if stream:
             raise EntropyDecodeError("stream present for a constant array")
-        return np.full(count, present[0] if len(present) else 0, dtype=np.int64)
+        return (present if len(present) else np.zeros(1, np.int64)), np.zeros(count, np.int32)
     if not stream:
         raise EntropyDecodeError(f"empty stream for {len(present)} distinct symbols")
     if len(stream) % 4:
@@ -95,7 +102,7 @@ def decode(histogram: bytes, stream: bytes, count: int, alphabet: int) -> np.nda
     # other counts was not made from it (a sender that wrote nonsense).
     if not np.array_equal(np.bincount(dense, minlength=len(counts)), counts):
         raise EntropyDecodeError("decoded symbols do not match the histogram's counts")
-    return present[dense]
+    return present, dense
 
 
 def entropy_bits(symbols: np.ndarray) -> float:

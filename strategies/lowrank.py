@@ -50,6 +50,20 @@ def _matrix_shape(t: torch.Tensor) -> tuple[int, int]:
     return m, (t.numel() // m if m else 0)
 
 
+def svd_factors(tensor: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The thin SVD (float32 U, S, V^T) of a tensor seen as a C_out x rest matrix, in float64 on one
+    thread: numpy's threaded OpenBLAS SVD hung (threads spinning in dgesdd) in a server process on
+    a loaded machine, and the thread count would change the last bits of the factors anyway."""
+    matrix = tensor.detach().to(torch.float64).reshape(tensor.shape[0], -1)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        u, s, vt = torch.linalg.svd(matrix, full_matrices=False)
+    finally:
+        torch.set_num_threads(threads)
+    return u.to(torch.float32).numpy(), s.to(torch.float32).numpy(), vt.to(torch.float32).numpy()
+
+
 def _worth_factorising(r: int, m: int, n: int) -> bool:
     return 0 < r and r * (m + n) < m * n
 
@@ -90,10 +104,13 @@ class LowRankStrategy(Strategy):
         return [SegmentSpec(f"{name}/rank", FORMAT_BYTES, True, RANK_BYTES), *whole, *factors]
 
     def encode_tensor(self, name: str, tensor: torch.Tensor) -> list[Segment]:
-        matrix = tensor.detach().to(torch.float32).reshape(tensor.shape[0], -1).numpy()
-        m, n = matrix.shape
-        u, s, vt = np.linalg.svd(matrix, full_matrices=False)
-        r = self._rank(s)
+        factors = svd_factors(tensor)
+        return self.segments_at_rank(name, tensor, factors, self._rank(factors[1]))
+
+    def segments_at_rank(self, name: str, tensor: torch.Tensor, factors, r: int) -> list[Segment]:
+        """The segments of ``tensor`` factorised at rank ``r`` (0 or not worth it: sent whole)."""
+        u, s, vt = factors
+        m, n = u.shape[0], vt.shape[1]
         if not _worth_factorising(r, m, n):
             r = 0
         sent_rank = self.options.rank is None

@@ -265,3 +265,15 @@ def distinct_colours(pixels) -> int:
 
     rgb = (np.asarray(pixels)[..., :3] * 255).round().astype(np.uint8).reshape(-1, 3)
     return len(np.unique(rgb[:: max(1, len(rgb) // 200_000)], axis=0))
+
+
+def open_report(run_dir: Path, out_html: Path, figure_key: str) -> PageResult:
+    """A run folder's report, written and opened: it holds the figure ``figure_key`` and the
+    browser logged no error."""
+    from testbed.report import write_report
+
+    page = write_report([run_dir], out_html)
+    assert f'id="fig-{figure_key}"' in page.read_text()
+    result = open_page(page)
+    assert result.console_errors == [], result.console_messages
+    return result

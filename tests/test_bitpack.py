@@ -90,3 +90,23 @@ def test_bad_varints_are_varint_errors() -> None:
         bitpack.read_varints(b"\xff" * 11 + b"\x01", 0, 1)
     with pytest.raises(ValueError, match="unsigned"):
         bitpack.varints([-1])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=60), st.integers(0, 62), st.integers(0, 40))
+def test_the_vectorised_varint_reader_agrees_with_the_loop_on_any_bytes(buf: bytes, pos: int, count: int) -> None:
+    def outcome(read):
+        try:
+            values, end = read(buf, pos, count)
+            return [int(v) for v in values], end
+        except bitpack.VarintError as exc:
+            return str(exc)
+
+    assert outcome(bitpack.read_varint_array) == outcome(bitpack.read_varints)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.integers(0, 2**64 - 1), max_size=40))
+def test_the_vectorised_varint_reader_reads_what_varints_wrote(values: list[int]) -> None:
+    read, end = bitpack.read_varint_array(bitpack.varints(values), 0, len(values))
+    assert [int(v) for v in read] == values and end == len(bitpack.varints(values))

@@ -43,6 +43,12 @@ SPECS = {
     "prune-match-rans": {"strategy": "prune", "match": "central_skew", "bits": 8, "entropy": True},
     "lowrank": {"strategy": "lowrank", "rank": 2, "bits": 8},
     "monocnn": {"strategy": "monocnn", "seeds_per_layer": 3, "bits": 8},
+    # update codecs: a delta decodes against any template of its model, like a whole state
+    "topk-rans": {"strategy": "topk", "keep": 0.1, "bits": 8, "entropy": True},
+    "topk-idx-f32": {"strategy": "topk", "keep": 0.02},
+    "fact-r2": {"strategy": "factorised", "rank": 2, "bits": 8},
+    "fact-budget-rans": {"strategy": "factorised", "budget_bytes": 800, "max_rank": 3, "bits": 6, "entropy": True},
+    "fact-energy-frozen": {"strategy": "factorised", "energy": 0.9, "max_rank": 3, "bits": 8, "refresh_vectors": False},
 }
 SPECS = {key: spec for key, spec in SPECS.items() if spec["strategy"] in available()}
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -97,14 +98,25 @@ def test_ideal_links_at_8_bits_give_the_unsplit_accuracy_within_half_a_point():
 TIMING = ["encode_ms", "decode_ms"]  # wall clock: the one thing allowed to differ between runs
 
 
+RUN = [*SPLIT, "scenario.head=deliver", "rounds=2",
+       "strategies=[{label: q8, strategy: quantise, bits: 8}, {label: fp32, strategy: raw}]"]
+
+
+@pytest.fixture(scope="module")
+def split_runs(tmp_path_factory):
+    """The same split run with one and with three devices per node."""
+    base = tmp_path_factory.mktemp("split")
+    one = run_tiny(base / "one", *RUN, "engine.devices_per_node=1", "engine.num_workers=2")
+    three = run_tiny(base / "three", *RUN, "engine.devices_per_node=3", "engine.num_workers=1")
+    return one, three
+
+
 @pytest.mark.slow
-def test_the_split_run_is_the_same_whatever_the_cohorts_and_scores_every_device(tmp_path):
+def test_the_split_run_is_the_same_whatever_the_cohorts_and_scores_every_device(split_runs):
     from testbed.scenarios import build_scenario
 
-    overrides = [*SPLIT, "scenario.head=deliver", "rounds=2",
-                 "strategies=[{label: q8, strategy: quantise, bits: 8}, {label: fp32, strategy: raw}]"]
-    one = run_tiny(tmp_path / "one", *overrides, "engine.devices_per_node=1", "engine.num_workers=2")
-    three = run_tiny(tmp_path / "three", *overrides, "engine.devices_per_node=3", "engine.num_workers=1")
+    overrides = RUN
+    one, three = split_runs
     table = build_scenario(tiny_config(*overrides)).measurements_table()
     a, b = table.read(one), table.read(three)
     pd.testing.assert_frame_equal(a.drop(columns=TIMING), b.drop(columns=TIMING))
@@ -118,3 +130,35 @@ def test_the_split_run_is_the_same_whatever_the_cohorts_and_scores_every_device(
     ideal = a[a["link_model"] == "ideal"]
     assert (ideal["failure"] == "").all() and ideal["accuracy"].notna().all()
     assert (ideal["n_test"] == 16).all() and (ideal["agreement"] >= 0.9).all()
+
+
+@pytest.mark.slow
+def test_the_report_of_a_split_run_draws_accuracy_against_feature_bytes_per_label(split_runs, tmp_path):
+    import matplotlib
+    from matplotlib.figure import Figure
+
+    from browser import open_report
+    from testbed.report import load_run
+    from testbed.report.figures import STYLE, View, series_of
+    from testbed.report.tables import Report
+    from testbed.scenarios.split import draw_split_bytes
+
+    one, _ = split_runs
+    result = open_report(one, tmp_path / "split.html", "split-bytes")
+    assert "accuracy against feature bytes" in result.text
+    # the points are the labels' means over the scored device-rounds
+    runs = [load_run(one)]
+    fig = Figure()
+    with matplotlib.rc_context(STYLE):
+        draw_split_bytes(View(Report.of(runs).only(runs), series_of(runs)), fig)
+    left, right = fig.axes
+    rows = runs[0].measurements
+    for label, line, agreement in zip(runs[0].strategies, left.lines, right.lines):
+        scored = rows[(rows["label"] == label) & rows["accuracy"].notna()]
+        assert line.get_xdata()[0] == pytest.approx(scored["bytes_per_sample"].mean())
+        assert line.get_ydata()[0] == pytest.approx(scored["accuracy"].mean())
+        assert agreement.get_xdata()[0] == pytest.approx(scored["bits_per_element"].mean())
+    unsplit = left.lines[-1]  # the dashed line: the unsplit model on the same images
+    means = [rows[(rows["label"] == k) & rows["accuracy"].notna()]["accuracy_unsplit"].mean() for k in ("q8", "fp32")]
+    assert list(unsplit.get_ydata()) == pytest.approx([np.mean(means)] * 2)
+    assert 0 < agreement.get_xdata()[0] < 8  # 8-bit codes through rANS: fewer bits than the codes

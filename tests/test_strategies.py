@@ -443,6 +443,8 @@ ROUND_TRIP_SPECS = {
     "prune": {"keep": 1.0},
     "lowrank": {"rank": 10_000},
     "monocnn": {"seeds_per_layer": 4},
+    "topk": {"keep": 1.0},
+    "factorised": {"rank": 10_000},  # no factor pair is smaller than its matrix: all sent whole
 }
 
 

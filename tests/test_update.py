@@ -53,16 +53,17 @@ def _tiny_model():
     return build_model(ModelConfig(arch="deepcnn", width=4), (1, 28, 28), 10)
 
 
-def test_a_factorised_update_is_rank_r_per_layer_and_its_factors_give_it_back():
+def _retrained_delta(strategy) -> dict:
+    """The tiny model prepared by ``strategy``, three SGD steps in training mode, its float delta."""
     from torch.nn.utils import parametrize
 
-    strategy = build({"strategy": "factorised", "rank": 2})
     model = _tiny_model()
     base = {k: v.clone() for k, v in model.state_dict().items()}
     model = strategy.prepare_update(model)
     assert not any(p.requires_grad for n, p in model.named_parameters() if n.endswith("original"))
     opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.5)
     x, y = torch.randn(16, 1, 28, 28), torch.randint(0, 10, (16,))
+    model.train()
     for _ in range(3):
         opt.zero_grad()
         torch.nn.functional.cross_entropy(model(x), y).backward()
@@ -71,7 +72,12 @@ def test_a_factorised_update_is_rank_r_per_layer_and_its_factors_give_it_back():
         if parametrize.is_parametrized(module):
             parametrize.remove_parametrizations(module, "weight", leave_parametrized=True)
     new = model.state_dict()
-    delta = {k: new[k] - base[k] for k in base if base[k].dtype.is_floating_point}
+    return {k: new[k] - base[k] for k in base if base[k].dtype.is_floating_point}
+
+
+def test_a_factorised_update_is_rank_r_per_layer_and_its_factors_give_it_back():
+    strategy = build({"strategy": "factorised", "rank": 2})
+    delta = _retrained_delta(strategy)
     sizes = 0
     for name, d in delta.items():
         if d.dim() >= 2:
@@ -87,6 +93,101 @@ def test_a_factorised_update_is_rank_r_per_layer_and_its_factors_give_it_back():
     decoded = strategy.decode(payload, delta)
     for name in delta:
         torch.testing.assert_close(decoded[name], delta[name], atol=1e-5, rtol=1e-4)
+
+
+def _varint_nbytes(x: int) -> int:
+    return 1 if x < 1 << 7 else 2 if x < 1 << 14 else 3
+
+
+def _random_delta(seed: int) -> dict:
+    rng = np.random.default_rng(seed)
+    state = _tiny_model().state_dict()
+    return {k: torch.from_numpy(rng.standard_normal(tuple(v.shape)).astype(np.float32))
+            for k, v in state.items() if v.dtype.is_floating_point}
+
+
+def _sent_ranks(payload, delta) -> dict:
+    return {k: int.from_bytes(payload[f"{k}/rank"].data, "little") for k, d in delta.items() if d.dim() >= 2}
+
+
+@settings(max_examples=12, deadline=None)
+@given(st.integers(0, 2**31 - 1), st.integers(0, 6000), st.sampled_from([None, 4, 8]), st.booleans())
+def test_a_byte_budget_is_met_exactly_and_no_further_rank_step_would_fit(seed, extra, bits, entropy):
+    import re
+
+    delta = _random_delta(seed)
+    coding = {} if bits is None else {"bits": bits, "entropy": entropy}
+    with pytest.raises(ValueError, match="below the smallest update") as refused:
+        build({"strategy": "factorised", "budget_bytes": 1, "max_rank": 3, **coding}).encode(delta)
+    smallest = int(re.search(r"\((\d+) bytes", str(refused.value)).group(1))
+    strategy = build({"strategy": "factorised", "budget_bytes": smallest + extra, "max_rank": 3, **coding})
+    payload = strategy.encode(delta)
+    assert payload.nbytes <= smallest + extra
+    back = strategy.read(payload.to_bytes(), delta)
+    assert back == payload
+    ranks = _sent_ranks(payload, delta)
+    # greedy to the end: the next step of any one matrix (a rank more up to the training rank, then
+    # the whole matrix for one retrained whole) no longer fits
+    for name, r in ranks.items():
+        m, n = delta[name].shape[0], delta[name].numel() // delta[name].shape[0]
+        cap = max(k for k in range(1, 4) if k * (m + n) < m * n)
+        assert r == 0 and cap < 3 or 1 <= r <= cap, (name, r)
+        nxt = None if r == 0 else r + 1 if r < cap else 0 if cap < 3 else None
+        if nxt is not None:
+            assert strategy.encode_at_ranks(delta, {**ranks, name: nxt}).nbytes > smallest + extra, name
+    if bits is None:  # float32 factors: the size is a closed form of the ranks
+        size = FIXED_FRAMING
+        for name, d in delta.items():
+            if d.dim() < 2:
+                size += 4 * d.numel()
+                continue
+            m, n, r = d.shape[0], d.numel() // d.shape[0], ranks[name]
+            if r == 0:  # rank, whole, u and v absent
+                size += 2 + _varint_nbytes(1 + 4 * m * n) + 4 * m * n + 2
+            else:  # rank, whole absent, u, v
+                size += 2 + 1 + sum(_varint_nbytes(1 + 4 * k * r) + 4 * k * r for k in (m, n))
+        assert payload.nbytes == size
+
+
+def test_the_energy_rule_keeps_the_smallest_rank_holding_the_energy_of_the_retrained_delta():
+    delta = _random_delta(7)
+    for name, d in delta.items():  # rank-3 deltas with spread singular values, like a factorised retraining's
+        if d.dim() >= 2:
+            m = d.shape[0]
+            u, _, vt = torch.linalg.svd(d.reshape(m, -1), full_matrices=False)
+            delta[name] = (u[:, :3] * torch.tensor([3.0, 1.0, 0.3]) @ vt[:3]).reshape(d.shape)
+    for energy in (0.5, 0.95, 0.999):
+        strategy = build({"strategy": "factorised", "energy": energy, "max_rank": 3})
+        ranks = _sent_ranks(strategy.encode(delta), delta)
+        kept = np.cumsum([9.0, 1.0, 0.09]) / 10.09
+        r = int(np.searchsorted(kept, energy) + 1)
+        for name, got in ranks.items():
+            m, n = delta[name].shape[0], delta[name].numel() // delta[name].shape[0]
+            assert got == (r if r * (m + n) < m * n else 0), (energy, name, got)  # not smaller: whole
+    assert strategy.update_training_key() == build({"strategy": "factorised", "budget_bytes": 9, "max_rank": 3}).update_training_key()
+
+
+def test_without_vector_refresh_biases_and_batchnorm_stay_deployed_and_are_not_sent():
+    strategy = build({"strategy": "factorised", "rank": 2, "refresh_vectors": False})
+    assert strategy.update_training_key() != build({"strategy": "factorised", "rank": 2}).update_training_key()
+    delta = _retrained_delta(strategy)
+    vectors = [k for k, d in delta.items() if d.dim() < 2]
+    assert vectors and all(not delta[k].any() for k in vectors)  # BatchNorm's running statistics included
+    assert any(delta[k].any() for k in delta if k not in vectors)
+    payload = strategy.encode(delta)
+    assert not any(s.name.split("/")[0] in vectors for s in payload.segments)
+    matrices = sum(4 * 2 * (d.shape[0] + d.numel() // d.shape[0]) for k, d in delta.items() if k not in vectors)
+    assert payload.nbytes == FIXED_FRAMING + matrices  # every matrix of the tiny model is worth rank 2
+    decoded = strategy.decode(strategy.read(payload.to_bytes(), delta), delta)
+    for name in delta:
+        torch.testing.assert_close(decoded[name], delta[name], atol=1e-5, rtol=1e-4)
+
+
+def test_factorised_options_name_the_rule_that_is_wrong():
+    with pytest.raises(Exception, match="exactly one of rank, energy or budget_bytes"):
+        build({"strategy": "factorised", "rank": 2, "energy": 0.9})
+    with pytest.raises(Exception, match="max_rank"):
+        build({"strategy": "factorised", "energy": 0.9})
 
 
 def test_a_bundle_costs_one_framing_and_splits_back_into_its_updates():
@@ -214,14 +315,47 @@ def test_a_full_model_label_that_is_not_a_strategy_is_one_line(tmp_path):
 NOISY = [*UPDATE, "rounds=3", "fleet.compute.availability=0.7"]
 
 
+@pytest.fixture(scope="module")
+def noisy_runs(tmp_path_factory):
+    """The same noisy update run with one and with three devices per node."""
+    base = tmp_path_factory.mktemp("noisy")
+    one = run_tiny(base / "one", *NOISY, "engine.devices_per_node=1")
+    three = run_tiny(base / "three", *NOISY, "engine.devices_per_node=3", "engine.num_workers=1")
+    return one, three
+
+
 @pytest.mark.slow
-def test_update_runs_are_the_same_whatever_the_cohorts(tmp_path):
-    one = run_tiny(tmp_path / "one", *NOISY, "engine.devices_per_node=1")
-    three = run_tiny(tmp_path / "three", *NOISY, "engine.devices_per_node=3", "engine.num_workers=1")
+def test_update_runs_are_the_same_whatever_the_cohorts(noisy_runs):
+    one, three = noisy_runs
     for name in ("measurements.csv", "transfers.csv", "rounds.csv"):
         assert (three / name).read_text() == (one / name).read_text(), name
     summary = json.loads((one / "summary.json").read_text())
     assert [v["version"] for v in summary["strategies"]["fact"]["versions"]] == [0, 1, 2, 3]
+
+
+@pytest.mark.slow
+def test_the_report_of_an_update_run_draws_every_devices_lag_and_accuracy_over_rounds(noisy_runs, tmp_path):
+    from browser import open_report
+    from testbed.report import load_run
+    from testbed.scenarios.update import fleet_lag
+
+    one, _ = noisy_runs
+    result = open_report(one, tmp_path / "update.html", "update-rounds")
+    assert "Versions and accuracy over rounds" in result.text and "version lag, every device" in result.text
+    run = load_run(one)
+    rows = run.measurements[run.measurements["label"] == "fact"].dropna(subset=["lag"])
+    lag = fleet_lag(run, rows)
+    assert len(lag) == 8 * 3 and set(lag["round"]) == {1, 2, 3}  # every device, every round
+    took_part = lag.merge(rows[["round", "device_id", "lag"]].astype(int), on=["round", "device_id"],
+                          suffixes=("", "_measured"))
+    assert len(took_part) == len(rows) and (took_part["lag"] == took_part["lag_measured"]).all()
+    # a device that sat a round out falls one version further behind (installed deployment: version r in round r)
+    sat_out = lag.merge(rows[["round", "device_id"]].astype(int), how="left", indicator=True)
+    sat_out = sat_out[sat_out["_merge"] == "left_only"]
+    assert len(sat_out), "every device took part in every round: choose another seed"
+    before = lag.set_index(["round", "device_id"])["lag"]
+    for r in sat_out.itertuples():
+        assert r.lag == (before.get((r.round - 1, r.device_id), 0) + 1), r
 
 
 @pytest.mark.slow

@@ -15,6 +15,7 @@ where the features are (the codecs move only the codes to the CPU).
 
 from __future__ import annotations
 
+import math
 import struct
 from dataclasses import dataclass
 
@@ -45,11 +46,13 @@ def quantise(features: torch.Tensor, bits: int) -> Quantised:
     if not 1 <= bits <= 16:
         raise ValueError(f"bits must be in 1..16, got {bits}")
     x = features.detach().to(torch.float32)
-    if x.numel() and not bool(torch.isfinite(x).all()):
-        raise ValueError("cannot quantise non-finite features (NaN or infinity)")
     levels = (1 << bits) - 1
-    lo = min(float(x.min()), 0.0) if x.numel() else 0.0
-    hi = max(float(x.max()), 0.0) if x.numel() else 0.0
+    lo = hi = 0.0
+    if x.numel():
+        low, high = (float(v) for v in torch.aminmax(x))  # NaN propagates: one pass checks finiteness too
+        if not (math.isfinite(low) and math.isfinite(high)):
+            raise ValueError("cannot quantise non-finite features (NaN or infinity)")
+        lo, hi = min(low, 0.0), max(high, 0.0)
     scale = float(np.float32((hi - lo) / levels))
     if scale == 0.0:
         return Quantised(torch.zeros_like(x, dtype=torch.int32), 0.0, 0, bits)

