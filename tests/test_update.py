@@ -11,7 +11,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import TINY, kill_after_first_round, run_tiny, tiny_config
+from conftest import TINY, kill_after_first_round, resume_run, run_tiny, tiny_config
 from strategies.registry import build
 from testbed.payload import CRC_BYTES, FINGERPRINT_BYTES
 
@@ -359,15 +359,11 @@ def test_the_report_of_an_update_run_draws_every_devices_lag_and_accuracy_over_r
 
 
 @pytest.mark.slow
-def test_an_update_run_resumed_after_a_kill_gives_the_uninterrupted_metrics(tmp_path):
-    from testbed.config import load_config
-    from testbed.runner import run_experiment
-
+def test_an_update_run_resumed_after_a_kill_gives_the_uninterrupted_metrics(tmp_path, noisy_runs):
     killed = tmp_path / "killed"
     assert 1 <= kill_after_first_round(killed, *NOISY) < 3
-    run_experiment(load_config(killed / "config.yaml"), killed, resume=True, progress=False,
-                   config_path=killed / "config.yaml")
-    whole = run_tiny(tmp_path / "whole", *NOISY)
+    resume_run(killed)
+    whole = noisy_runs[0]  # uninterrupted (its cohort size does not change the metrics: tested above)
     for name in ("measurements.csv", "transfers.csv", "rounds.csv"):
         assert (killed / name).read_text() == (whole / name).read_text(), name
 
