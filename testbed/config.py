@@ -100,7 +100,9 @@ class ModelConfig(Section):
 
 
 class EngineConfig(Section):
-    devices_per_node: int = Field(default=5, ge=1)
+    # Devices per Flower message (a cohort); default: chosen from the fleet and the workers
+    # (testbed.engine.cohort_size).
+    devices_per_node: int | None = Field(default=None, ge=1)
     num_workers: int | None = Field(default=None, ge=1)  # Ray workers; default: CPUs of the machine
     ray_address: str | None = None  # attach to an existing Ray cluster
     # A node whose reply has not come this long after the round started is taken as lost:

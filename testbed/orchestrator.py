@@ -35,6 +35,7 @@ from testbed import metrics
 from testbed.atomic import atomic_write
 from testbed.progress import console
 from testbed.config import ConfigError, ExperimentConfig, dump_config
+from testbed.engine import cohort_size
 from testbed.tables import ROUNDS, TRANSFERS
 
 log = logging.getLogger("testbed.run")
@@ -245,7 +246,7 @@ class Experiment:
         cfg = self.config
         t0 = time.perf_counter()
         available = sorted(d.device_id for d in self.fleet.available(round_, cfg.seed))
-        dpn = cfg.engine.devices_per_node
+        dpn = cohort_size(len(self.fleet.devices), cfg.engine)  # from the fleet, not the round: a fixed node count
         cohorts = [available[i : i + dpn] for i in range(0, len(available), dpn)]
         plan = self.scenario.plan_round(self, round_)
         node_ids = self._wait_for_nodes(grid)
