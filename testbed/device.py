@@ -21,6 +21,7 @@ import torch
 
 from testbed.payload import Payload, PayloadError
 from testbed.scenarios.base import DeviceRun, RoundPlan, State, Upload
+from testbed.shared_evaluation import SharedEvaluation
 
 
 # ---- a node's job and its reply (testbed.messages turns them into Flower records) ---------
@@ -157,10 +158,11 @@ def run_cohort(job: RoundJob) -> CohortReply:
     world = node_world(job.config_text, job.base_dir or None)
     scenario = world.scenario
     reply = CohortReply(transfers=[], measurements=[])
+    evaluations = SharedEvaluation()
     for label in job.labels:
         for device_id in job.devices:
             device = DeviceRun(world, job.plan, job.round, label, device_id, job.device_states.get((label, device_id)),
-                               world.measurements)
+                               world.measurements, evaluations)
             try:
                 scenario.run_device(device)
             except Exception as exc:  # a device that raises is a failed device, never a lost round
@@ -172,4 +174,5 @@ def run_cohort(job: RoundJob) -> CohortReply:
                 reply.uploads[(label, device_id)] = device.upload
             if scenario.keeps_device_state and device.state is not None:
                 reply.device_states[(label, device_id)] = device.state
+        evaluations.run(world)  # the label's distinct received models, each once (the rows are updated in place)
     return reply

@@ -31,3 +31,80 @@ def test_a_cohort_size_the_user_sets_is_kept():
 def test_the_issue_fleet_gets_few_messages():
     # 2,000 devices on 2 workers: 8 messages of 250, where the old fixed default of 5 gave 400.
     assert math.ceil(2_000 / cohort_size(2_000, EngineConfig(num_workers=2))) == 8
+
+
+# ---- one evaluation per distinct received model -------------------------------------------
+
+SHARED_FLEET = ["fleet.devices=24", "fleet.link.model=[ideal, awgn, awgn, awgn]",
+                "fleet.link.snr_db=[4, 6, 14, 20, 9, 7, 18, 30]", "data.test_per_device=30"]
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    """The tiny broadcast experiment prepared in this process (central models trained), no Ray."""
+    from conftest import TINY, tiny_config
+    from testbed.orchestrator import Experiment
+
+    experiment = Experiment(tiny_config(*SHARED_FLEET), tmp_path_factory.mktemp("shared") / "run", progress=False,
+                            config_path=TINY)
+    experiment.prepare()
+    yield experiment
+    experiment.finish()
+
+
+def _cohort(experiment, round_: int, devices: list[int]):
+    from testbed.device import RoundJob, run_cohort
+
+    plan = experiment.scenario.plan_round(experiment, round_)
+    return run_cohort(RoundJob(experiment.config_text, experiment.base_dir, round_, devices, experiment.labels, plan))
+
+
+@pytest.mark.slow  # trains the tiny config's central models
+def test_shared_evaluation_gives_each_device_its_own_metrics_exactly(prepared, monkeypatch):
+    import testbed.device
+    from testbed.scenarios.base import DeviceRun
+    from testbed.shared_evaluation import SharedEvaluation
+    from testbed.training import evaluate
+
+    queues = []
+
+    class Counted(SharedEvaluation):
+        def __init__(self):
+            super().__init__()
+            queues.append(self)
+
+    monkeypatch.setattr(testbed.device, "SharedEvaluation", Counted)
+    devices = list(range(24))
+    shared = _cohort(prepared, 1, devices).measurements
+    queued, evaluated = sum(q.queued for q in queues), sum(q.evaluated for q in queues)
+    assert queued == sum(1 for r in shared if r["decode_ok"])
+    assert evaluated < queued / 2  # ideal and clean links share their models
+
+    def alone(self, state, test_idx, record):  # the evaluation before sharing: every device by itself
+        model = self.world.model(self.label)
+        model.load_state_dict(state)
+        record(*evaluate(model, self.world.dataset.test_x[test_idx], self.world.dataset.test_y[test_idx]))
+
+    monkeypatch.setattr(DeviceRun, "evaluate", alone)
+    reference = _cohort(prepared, 1, devices).measurements
+    assert len(shared) == len(reference) == 24 * len(prepared.labels)
+    for a, b in zip(shared, reference):
+        assert a == b or all(a[k] == b[k] or (a[k] != a[k] and b[k] != b[k]) for k in a), (a, b)  # NaN == NaN
+    assert len({r["accuracy"] for r in shared if r["label"] == "q8"}) > 1  # the devices' own splits differ
+
+
+def test_logits_do_not_depend_on_the_other_rows_of_the_batch():
+    import torch
+
+    from testbed.config import ModelConfig
+    from testbed.models import build_model
+    from testbed.training import MIN_BATCH, predict
+
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(arch="deepcnn", width=32), (1, 28, 28), 10)
+    x = torch.randn(300, 1, 28, 28)
+    full = predict(model, x)
+    for start, n in [(0, 1), (5, 2), (9, 5), (40, MIN_BATCH - 1), (100, 50), (250, 50)]:
+        assert torch.equal(predict(model, x[start : start + n]), full[start : start + n]), (start, n)
+    order = torch.randperm(300)
+    assert torch.equal(predict(model, x[order]), full[order])

@@ -96,8 +96,10 @@ class DeviceRun:
     strategies, receiver models)."""
 
     def __init__(self, world, plan: RoundPlan, round_: int, label: str, device_id: int,
-                 state: State | None, measurements: Table):
+                 state: State | None, measurements: Table, evaluations=None):
         self.world = world
+        self.evaluations = evaluations  # the node's SharedEvaluation (None: evaluate at once)
+        self.flops = 0.0  # the device's work this round (the cost model: testbed.compute)
         self.plan = plan
         self.round = round_
         self.label = label
@@ -134,6 +136,20 @@ class DeviceRun:
         if result.failure:
             self.fail(f"{transfer.name} {result.failure}")
         return result
+
+    def evaluate(self, state: State, test_idx, record) -> None:
+        """Evaluate ``state`` (the label's receiver model) on the test images ``test_idx`` and call
+        ``record(accuracy, loss)``: shared with the devices of the node that hold the same state."""
+        from testbed.shared_evaluation import SharedEvaluation
+
+        queue = self.evaluations if self.evaluations is not None else SharedEvaluation()
+        queue.add(self, self.label, state, test_idx, record)
+        if self.evaluations is None:
+            queue.run(self.world)
+
+    def compute(self, flops: float) -> None:
+        """Count work the device does on its own processor (FLOPs, from testbed.compute's cost model)."""
+        self.flops += float(flops)
 
     def measure(self, **values) -> None:
         unknown = set(values) - set(self.measurement)
