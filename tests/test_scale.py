@@ -108,3 +108,13 @@ def test_logits_do_not_depend_on_the_other_rows_of_the_batch():
         assert torch.equal(predict(model, x[start : start + n]), full[start : start + n]), (start, n)
     order = torch.randperm(300)
     assert torch.equal(predict(model, x[order]), full[order])
+
+
+def test_the_progress_line_gives_the_rate_and_the_time_left_in_round_and_run():
+    from testbed.progress import fleet_rate
+
+    # 2,500 of 10,000 devices in 50 s: 50 devices/s, 150 s left in the round, 2 more rounds of 200 s.
+    assert fleet_rate(2_500, 10_000, 2, 50.0) == "50.0 devices/s, round ETA 0:02:30, run ETA 0:09:10"
+    assert fleet_rate(10, 10, 0, 2.0) == "5.0 devices/s, round ETA 0:00:00, run ETA 0:00:00"
+    assert fleet_rate(0, 10, 3, 1.0) == "- devices/s"  # nothing to measure a rate on yet
+    assert fleet_rate(7_200, 10_800, 0, 3_600.0) == "2.0 devices/s, round ETA 0:30:00, run ETA 0:30:00"

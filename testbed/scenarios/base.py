@@ -140,12 +140,14 @@ class DeviceRun:
     def evaluate(self, state: State, test_idx, record) -> None:
         """Evaluate ``state`` (the label's receiver model) on the test images ``test_idx`` and call
         ``record(accuracy, loss)``: shared with the devices of the node that hold the same state."""
-        from testbed.shared_evaluation import SharedEvaluation
+        if self.evaluations is not None:
+            self.evaluations.add(self, self.label, state, test_idx, record)
+            return
+        from testbed.training import evaluate
 
-        queue = self.evaluations if self.evaluations is not None else SharedEvaluation()
-        queue.add(self, self.label, state, test_idx, record)
-        if self.evaluations is None:
-            queue.run(self.world)
+        model, data = self.world.model(self.label), self.world.dataset
+        model.load_state_dict(state, strict=True)
+        record(*evaluate(model, data.test_x[test_idx], data.test_y[test_idx]))
 
     def compute(self, flops: float) -> None:
         """Count work the device does on its own processor (FLOPs, from testbed.compute's cost model)."""

@@ -91,6 +91,9 @@ class ModelDelivery(Scenario):
             return received
 
         result = device.transfer(DOWN, payload, decode=decode)
+        costs = world.costs(label, raw)
+        if result.row["delivered"]:
+            device.compute(costs.decode)  # a payload that arrived is decoded, whether it loads or not
         if not result.ok:
             return None
         received = result.value
@@ -111,6 +114,7 @@ class ModelDelivery(Scenario):
             device.measure(accuracy=float(accuracy), loss=float(loss))
 
         device.evaluate(received, test_idx, record)  # shared by the devices that received the same model
+        device.compute(costs.forward * len(test_idx))
         return received
 
 
