@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import math
 import os
 import platform
 import sys
@@ -73,7 +74,7 @@ def scale_config(devices: int, rounds: int, workers: int):
                        [f"fleet.devices={devices}", f"rounds={rounds}", f"engine.num_workers={workers}", "name=scale"])
 
 
-def measure(devices: int, rounds: int, workers: int) -> dict:
+def measure(devices: int, rounds: int, workers: int, loop_too: bool = True) -> dict:
     from bench_fleet import load, prepared, round_times
     from plain_loop import run_pool
 
@@ -81,10 +82,12 @@ def measure(devices: int, rounds: int, workers: int) -> dict:
     from testbed.runner import run_experiment
 
     config = scale_config(devices, rounds, workers)
-    experiment = prepared(config)
-    with TreeMemory() as loop_memory:
-        loop = run_pool(experiment, list(range(1, rounds + 1)), workers, share=True)
-    experiment.finish()
+    loop, loop_memory = [math.nan], TreeMemory()
+    if loop_too:
+        experiment = prepared(config)
+        with loop_memory:
+            loop = run_pool(experiment, list(range(1, rounds + 1)), workers, share=True)
+        experiment.finish()
     out = Path(tempfile.mkdtemp(prefix="bench-scale-"))
     load_before = load()
     with TreeMemory() as fleet_memory:
@@ -95,9 +98,20 @@ def measure(devices: int, rounds: int, workers: int) -> dict:
         "devices_per_node": cohort_size(devices, config.engine),
         "fleet_round1_s": fleet[0], "fleet_s": fleet[-1], "loop_s": loop[-1], "ratio": fleet[-1] / loop[-1],
         "fleet_ms_per_device": 1e3 * fleet[-1] / devices, "loop_ms_per_device": 1e3 * loop[-1] / devices,
-        "fleet_peak_gb": fleet_memory.peak / 1e9, "loop_peak_gb": loop_memory.peak / 1e9,
+        "fleet_peak_gb": fleet_memory.peak / 1e9, "loop_peak_gb": loop_memory.peak / 1e9 if loop_too else math.nan,
+        "rounds": rounds,
         "load": f"{load_before} -> {load()}", "run_folder": str(out),
     }
+
+
+def _number(text: str):
+    try:
+        return int(text)
+    except ValueError:
+        try:
+            return float(text)
+        except ValueError:
+            return text
 
 
 def plot(rows: list[dict], path: Path) -> None:
@@ -130,12 +144,19 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--workers", type=int, default=None, help="default: every CPU")
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "results")
+    parser.add_argument("--fleet-only", type=int, nargs="*", default=[], metavar="DEVICES",
+                        help="sizes measured without the plain loop (when the machine has no time for both)")
+    parser.add_argument("--append", action="store_true", help="add the rows to OUT/scale.csv instead of replacing it")
     args = parser.parse_args()
     workers = args.workers or machine_cpus()
     print(f"machine: {platform.platform()}, {machine_cpus()} CPUs; {load()}")
+    table = args.out / "scale.csv"
     rows = []
+    if args.append and table.exists():  # the earlier sizes, for the growth and the plot
+        with open(table, newline="") as f:
+            rows = [{k: _number(v) for k, v in r.items()} for r in csv.DictReader(f)]
     for devices in args.devices:
-        rows.append(measure(devices, args.rounds, workers))
+        rows.append(measure(devices, args.rounds, workers, loop_too=devices not in args.fleet_only))
         r = rows[-1]
         growth = r["fleet_ms_per_device"] / rows[0]["fleet_ms_per_device"]
         print(f"{devices:>6} devices x {r['strategies']}: fleet {r['fleet_s']:.1f} s/round (round 1 {r['fleet_round1_s']:.1f} s), "
@@ -143,8 +164,8 @@ def main() -> None:
               f"(x{growth:.2f} the first size's), peak {r['fleet_peak_gb']:.2f} GB (loop {r['loop_peak_gb']:.2f} GB); "
               f"{r['load']}", flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
-    with open(args.out / "scale.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+    with open(table, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[-1]))
         writer.writeheader()
         writer.writerows(rows)
     plot(rows, args.out / "scale.png")
