@@ -28,7 +28,7 @@ def test_a_cohort_size_the_user_sets_is_kept():
     assert cohort_size(3, EngineConfig(devices_per_node=50)) == 50
 
 
-def test_the_issue_fleet_gets_few_messages():
+def test_two_thousand_devices_on_two_workers_get_eight_messages():
     # 2,000 devices on 2 workers: 8 messages of 250, where the old fixed default of 5 gave 400.
     assert math.ceil(2_000 / cohort_size(2_000, EngineConfig(num_workers=2))) == 8
 
