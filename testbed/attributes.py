@@ -149,6 +149,20 @@ def one_of(*names: str) -> Rule:
     return Rule("name", "one of " + ", ".join(names), lambda v: isinstance(v, str) and v in names, str, str)
 
 
+def on_off() -> Rule:
+    """A schedule: a string of 0 and 1 (one per round, cycled), at least one character."""
+
+    def accept(v) -> bool:
+        return isinstance(v, str) and len(v) > 0 and set(v) <= {"0", "1"}
+
+    def parse(text: str) -> str:
+        if not accept(text):
+            raise ValueError(f"{text!r} is not a string of 0 and 1")
+        return text
+
+    return Rule("name", "a string of 0 and 1, one per round (quoted in YAML: '0101')", accept, str, parse)
+
+
 def auto_or_whole(*, ge: int = 1, le: int | None = None) -> Rule:
     """The word "auto" or a whole number >= ``ge`` (and <= ``le`` if given)."""
     count = whole(ge=ge, le=le)

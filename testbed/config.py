@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from testbed.attributes import MEASURED, forms, number
+from testbed.attributes import MEASURED, forms, number, on_off
 from testbed.links.schema import LinkConfig, link_section
 
 from testbed.errors import ConfigError
@@ -25,8 +25,10 @@ class Section(BaseModel):
 
 
 class ComputeConfig(Section):
-    speed_factor: forms(number(gt=0)) = 1.0  # relative compute speed (1 = reference device)
+    speed_factor: forms(number(gt=0)) = 1.0  # relative compute speed (1: fleet.reference_flops_per_s)
     availability: Annotated[forms(number(ge=0, le=1)), MEASURED] = 1.0  # probability a device takes part in a round
+    # When the device can take part: "1" (can) or "0" (cannot) per round, cycled ("10": every other round)
+    schedule: forms(on_off()) = "1"
 
 
 class FleetConfig(Section):
@@ -34,6 +36,14 @@ class FleetConfig(Section):
     link: LinkConfig = Field(default_factory=link_section)  # a section of the link models' own parameters
     compute: ComputeConfig = ComputeConfig()
     trace: str | None = None  # CSV of measured devices; replaces the drawn ones
+    # FLOP/s of a device with speed_factor 1 (testbed.compute: on-device times from FLOP counts)
+    reference_flops_per_s: float = Field(default=1e9, gt=0)
+
+
+class RoundConfig(Section):
+    # Devices whose latency (airtime + compute) exceeds it are late: kept in the metrics, not
+    # aggregated (federated), not on time (rounds.csv); None: no deadline.
+    deadline_s: float | None = Field(default=None, gt=0)
 
 
 class PartitionConfig(Section):
@@ -100,7 +110,9 @@ class ModelConfig(Section):
 
 
 class EngineConfig(Section):
-    devices_per_node: int = Field(default=5, ge=1)
+    # Devices per Flower message (a cohort); default: chosen from the fleet and the workers
+    # (testbed.engine.cohort_size).
+    devices_per_node: int | None = Field(default=None, ge=1)
     num_workers: int | None = Field(default=None, ge=1)  # Ray workers; default: CPUs of the machine
     ray_address: str | None = None  # attach to an existing Ray cluster
     # A node whose reply has not come this long after the round started is taken as lost:
@@ -122,6 +134,7 @@ class ExperimentConfig(Section):
     # The traffic pattern: {name: broadcast | federated | any registered scenario, ...its options}
     scenario: dict[str, Any] = {"name": "broadcast"}
     rounds: int = Field(default=3, ge=1)
+    round: RoundConfig = RoundConfig()
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
     fleet: FleetConfig = FleetConfig()

@@ -21,6 +21,7 @@ import torch
 
 from testbed.payload import Payload, PayloadError
 from testbed.scenarios.base import DeviceRun, RoundPlan, State, Upload
+from testbed.shared_evaluation import SharedEvaluation
 
 
 # ---- a node's job and its reply (testbed.messages turns them into Flower records) ---------
@@ -67,6 +68,7 @@ class NodeWorld:
         self._splits: dict = {}
         self._parsed: dict = {}  # (label, payload digest) -> Payload
         self._clean: dict = {}  # (label, payload digest) -> clean decode or None
+        self._costs: dict = {}  # label -> ModelCosts
 
     # ---- models ----------------------------------------------------------------------
     def model(self, label: str) -> torch.nn.Module:
@@ -103,6 +105,25 @@ class NodeWorld:
             except PayloadError:
                 self._clean[key] = None
         return self._clean[key]
+
+    def costs(self, label: str, raw: bytes):
+        """The label's model costs in FLOPs (testbed.compute), counted once per process and label
+        on the first payload it decodes (the shapes, and so the counts, are the same every round)."""
+        if label not in self._costs:
+            from testbed.compute import model_costs
+
+            strategy, template = self.strategies[label], self.template(label)
+            payload = self.parse(label, raw)
+            self._costs[label] = model_costs(self.model(label), self.dataset.test_x[0], self.dataset.test_y[0],
+                                             lambda: strategy.decode(payload, template))
+        return self._costs[label]
+
+    def timing(self, device) -> dict:
+        """The device's compute_s, latency_s and late for the round (testbed.compute)."""
+        from testbed.compute import device_timing
+
+        speed = self.fleet.flops_per_s(device.device_id, self.config.fleet.reference_flops_per_s)
+        return device_timing(device.flops, (r["airtime_s"] for r in device.transfers), speed, self.config.round.deadline_s)
 
     # ---- devices ---------------------------------------------------------------------
     def split(self, device_id: int):
@@ -157,19 +178,25 @@ def run_cohort(job: RoundJob) -> CohortReply:
     world = node_world(job.config_text, job.base_dir or None)
     scenario = world.scenario
     reply = CohortReply(transfers=[], measurements=[])
+    evaluations = SharedEvaluation()
     for label in job.labels:
+        devices = []
         for device_id in job.devices:
             device = DeviceRun(world, job.plan, job.round, label, device_id, job.device_states.get((label, device_id)),
-                               world.measurements)
+                               world.measurements, evaluations)
             try:
                 scenario.run_device(device)
             except Exception as exc:  # a device that raises is a failed device, never a lost round
                 device.fail(f"error: {type(exc).__name__}: {exc}")
                 logging.getLogger("testbed.device").debug(traceback.format_exc())
+            devices.append(device)
             reply.transfers.extend(device.transfers)
             reply.measurements.append(device.measurement)
             if device.upload is not None:
                 reply.uploads[(label, device_id)] = device.upload
             if scenario.keeps_device_state and device.state is not None:
                 reply.device_states[(label, device_id)] = device.state
+        evaluations.run(world)  # the label's distinct received models, each once (the rows are updated in place)
+        for device in devices:
+            device.measurement.update(world.timing(device))
     return reply

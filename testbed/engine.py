@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import shutil
 import signal
@@ -42,6 +43,23 @@ def machine_cpus() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
         return os.cpu_count() or 1
+
+
+# The automatic cohort size: about this many messages per worker and round, so that every worker
+# stays busy to the end of the round while each Flower message (about 23 ms of wall time here)
+# carries many devices; bounded so that one reply stays small and the progress display moves.
+MESSAGES_PER_WORKER = 4
+MAX_COHORT = 250
+
+
+def cohort_size(devices: int, engine: EngineConfig) -> int:
+    """Devices per Flower message: ``engine.devices_per_node`` when set, else
+    ceil(devices / (workers x MESSAGES_PER_WORKER)) within [1, MAX_COHORT], where workers is
+    ``engine.num_workers`` or the CPUs of this machine (a cluster by address: the same guess)."""
+    if engine.devices_per_node is not None:
+        return engine.devices_per_node
+    workers = engine.num_workers or machine_cpus()
+    return max(1, min(MAX_COHORT, math.ceil(devices / (workers * MESSAGES_PER_WORKER))))
 
 
 def backend_config(engine: EngineConfig, ray_address: str | None = None) -> dict:

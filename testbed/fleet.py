@@ -40,6 +40,7 @@ class Device:
     link: LinkParams
     speed_factor: float = 1.0  # relative compute speed (1 = reference device)
     availability: float = 1.0  # probability the device takes part in a round
+    schedule: str = "1"  # per round (cycled): 1 it can take part, 0 it cannot
     partition: int | None = None  # data partition; None: the device's position in the fleet
 
 
@@ -238,12 +239,18 @@ class Fleet:
         return self._position[device_id] % nodes
 
     def available(self, round: int, seed: int) -> list[Device]:
-        """The devices taking part in ``round``: each with its availability probability."""
+        """The devices taking part in ``round``: those its schedule allows, each with its availability
+        probability (a draw keyed by round and device)."""
         return [
             d
             for d in self.devices
-            if d.availability >= 1 or derive_rng(seed, "availability", round, d.device_id).random() < d.availability
+            if d.schedule[(round - 1) % len(d.schedule)] == "1"
+            and (d.availability >= 1 or derive_rng(seed, "availability", round, d.device_id).random() < d.availability)
         ]
+
+    def flops_per_s(self, device_id: int, reference: float) -> float:
+        """The device's compute speed: ``reference`` (fleet.reference_flops_per_s) x its speed factor."""
+        return reference * self.device(device_id).speed_factor
 
 
 # ---- trace parsing ---------------------------------------------------------------------

@@ -85,7 +85,10 @@ def _is_number(value) -> bool:
 
 def round_summary(round_: int, label: str, measurements: list[dict], transfers: list[dict]) -> dict:
     """One rounds.csv row from the measurement and transfer rows of one (round, label)."""
+    absent = sum(1 for r in measurements if r.get("unavailable"))
+    measurements = [r for r in measurements if not r.get("unavailable")]
     acc = _finite(r.get("accuracy") for r in measurements)
+    latencies = _finite(r.get("latency_s") for r in measurements)
 
     def total(key, direction=None):
         return sum(r[key] for r in transfers if _is_number(r[key]) and direction in (None, r["direction"]))
@@ -95,6 +98,10 @@ def round_summary(round_: int, label: str, measurements: list[dict], transfers: 
         "label": label,
         "devices": len(measurements),
         "failed": sum(1 for r in measurements if r["failure"]),
+        "unavailable": absent,
+        "late": sum(1 for r in measurements if r.get("late")),
+        "on_time": sum(1 for r in measurements if not r["failure"] and not r.get("late")),
+        "latency_s_max": max(latencies) if latencies else math.nan,
         "bytes": int(total("bytes")),
         "bytes_down": int(total("bytes", "down")),
         "bytes_up": int(total("bytes", "up")),
@@ -124,6 +131,8 @@ def label_totals(measurements, transfers, label: str, over_rounds: str) -> dict:
     acc = device_accuracies(measurements, label, over_rounds).to_numpy(dtype=float)
     sent = transfers[transfers["label"] == label]
     mine = measurements[measurements["label"] == label]
+    if "unavailable" in mine:
+        mine = mine[~mine["unavailable"].astype(bool)]  # rows of devices that did not take part
     return {
         "accuracy_mean": float(acc.mean()) if acc.size else None,
         "accuracy_p10": float(np.percentile(acc, 10)) if acc.size else None,

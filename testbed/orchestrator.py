@@ -33,8 +33,9 @@ import torch
 
 from testbed import metrics
 from testbed.atomic import atomic_write
-from testbed.progress import console
+from testbed.progress import console, fleet_rate
 from testbed.config import ConfigError, ExperimentConfig, dump_config
+from testbed.engine import cohort_size
 from testbed.tables import ROUNDS, TRANSFERS
 
 log = logging.getLogger("testbed.run")
@@ -245,7 +246,9 @@ class Experiment:
         cfg = self.config
         t0 = time.perf_counter()
         available = sorted(d.device_id for d in self.fleet.available(round_, cfg.seed))
-        dpn = cfg.engine.devices_per_node
+        taking_part = set(available)
+        absent = [d.device_id for d in self.fleet.devices if d.device_id not in taking_part]
+        dpn = cohort_size(len(self.fleet.devices), cfg.engine)  # from the fleet, not the round: a fixed node count
         cohorts = [available[i : i + dpn] for i in range(0, len(available), dpn)]
         plan = self.scenario.plan_round(self, round_)
         node_ids = self._wait_for_nodes(grid)
@@ -261,7 +264,7 @@ class Experiment:
         bar.start_round(round_, len(available))
         pending = dict(zip(grid.push_messages(messages), cohorts))
         transfers: list[dict] = []
-        measurements: list[dict] = []
+        measurements: list[dict] = self._rows(round_, absent, unavailable=True)  # recorded, not failed
         uploads: dict = {}
         deadline = time.monotonic() + cfg.engine.round_timeout_s
 
@@ -319,13 +322,17 @@ class Experiment:
 
     def _failed(self, round_: int, cohort: list[int], reason: str) -> list[dict]:
         """Measurement rows for devices whose results never came back (a node that raised or was lost)."""
+        return self._rows(round_, cohort, failure=reason)
+
+    def _rows(self, round_: int, devices: list[int], **values) -> list[dict]:
+        """Measurement rows made on the server (every label) for devices no node ran."""
         return [
             self.measurements.empty_row(
                 round=round_, label=label, device_id=d, strategy=self.strategies[label].name,
-                bits=self.strategies[label].bits, link_model=str(self.fleet.device(d).link.model), failure=reason,
+                bits=self.strategies[label].bits, link_model=str(self.fleet.device(d).link.model), **values,
             )
             for label in self.labels
-            for d in cohort
+            for d in devices
         ]
 
     def _commit_round(self, round_: int, transfers: list[dict], measurements: list[dict], seconds: float) -> None:
@@ -437,6 +444,7 @@ class _Progress:
     def start_round(self, round_: int, devices: int) -> None:
         self.round_started = time.perf_counter()
         self.round_devices = 0
+        self.round_total, self.rounds_after = devices, self.rounds - round_
         if self.enabled:
             self.bar.update(self.devices_task, description=f"round {round_} devices", total=devices, completed=0)
 
@@ -450,8 +458,8 @@ class _Progress:
                 self.acc_n += 1
         if self.enabled:
             acc = self.acc_sum / self.acc_n if self.acc_n else math.nan
-            rate = self.round_devices / max(time.perf_counter() - self.round_started, 1e-9)
-            info = f"{rate:.1f} devices/s, {self.bytes / 1e6:.2f} MB sent, mean accuracy {acc:.3f}"
+            rate = fleet_rate(self.round_devices, self.round_total, self.rounds_after, time.perf_counter() - self.round_started)
+            info = f"{rate}, {self.bytes / 1e6:.2f} MB sent, mean accuracy {acc:.3f}"
             self.bar.update(self.devices_task, advance=devices, info=info)
             task = self.bar.tasks[self.devices_task]
             if task.completed >= task.total:

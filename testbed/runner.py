@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from testbed.config import ExperimentConfig
-from testbed.engine import run_simulation_fleet
+from testbed.engine import cohort_size, run_simulation_fleet
 from testbed.flower_app import client_app, make_server_app
 from testbed.orchestrator import Experiment, print_summary
 
@@ -78,8 +78,8 @@ def run_experiment(
         try:
             experiment.prepare()
             if experiment.rounds_done < config.rounds and not experiment.stop_requested.is_set():
-                dpn = config.engine.devices_per_node
-                nodes = max(1, math.ceil(len(experiment.fleet.devices) / dpn))
+                devices = len(experiment.fleet.devices)
+                nodes = max(1, math.ceil(devices / cohort_size(devices, config.engine)))
                 experiment.expected_nodes = nodes
                 run_simulation_fleet(
                     make_server_app(experiment), client_app, nodes, config.engine,

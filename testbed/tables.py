@@ -236,6 +236,10 @@ MEASUREMENTS = Table(
         Column("bits", "int", "", "the strategy's bit width (empty: unquantised)"),
         Column("link_model", "str", "", "the device's link model"),
         Column("failure", "str", "", "why the device failed this round (first failed transfer, decoding, an error); empty: it did not. A failed device is any row with a failure"),
+        Column("unavailable", "bool", "", "the device did not take part this round (its availability draw or schedule): nothing else is measured, and it is not a failure"),
+        Column("compute_s", "float", "s", "on-device time of the round's work from the cost model (FLOPs of decoding, evaluation, training / the device's FLOP/s); empty: the scenario counts none"),
+        Column("latency_s", "float", "s", "the device's round latency: airtime of its transfers + compute_s"),
+        Column("late", "bool", "", "latency_s exceeds round.deadline_s: kept in the metrics, not aggregated (federated), not on time"),
     ),
 )
 
@@ -259,8 +263,12 @@ ROUNDS = Table(
     (
         _ROUND,
         _LABEL,
-        Column("devices", "int", "", "devices that took part"),
+        Column("devices", "int", "", "devices that took part (the unavailable left out)"),
         Column("failed", "int", "", "devices with a failure (the measurements table's definition)"),
+        Column("unavailable", "int", "", "devices that did not take part (availability, schedule)"),
+        Column("late", "int", "", "devices that took part and missed round.deadline_s"),
+        Column("on_time", "int", "", "devices that took part, did not fail and were not late"),
+        Column("latency_s_max", "float", "s", "the slowest device's latency: the round's duration on the air and on the devices"),
         Column("bytes", "int", "B", "bytes on the air over every transfer of every device"),
         Column("bytes_down", "int", "B", "bytes on the air towards the devices"),
         Column("bytes_up", "int", "B", "bytes on the air from the devices"),

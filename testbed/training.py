@@ -25,22 +25,47 @@ from testbed.rng import derive_seed
 Progress = Callable[[int, int, float], None]  # (step, total steps, loss of the step)
 
 
-@torch.no_grad()
-def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1000) -> tuple[float, float]:
-    """(accuracy, mean cross-entropy) of ``model`` on ``x``, ``y``, in eval mode."""
+# Forward batches are padded to at least this many rows: CPU kernels sum in another order for a
+# handful of rows (batches of 1 to 5 differ in the last bit here), and a device's metrics must not
+# depend on which other devices share its evaluation (testbed.shared_evaluation).
+MIN_BATCH = 16
+
+
+def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+    """Logits of ``model`` on ``x`` in eval mode, ``batch_size`` rows at a time (each row's logits
+    are the same whatever the other rows of its batch)."""
     was_training = model.training
     model.eval()
-    correct, loss_sum = 0, 0.0
+    out = []
     try:
-        for start in range(0, len(x), batch_size):
-            logits = model(x[start : start + batch_size])
-            target = y[start : start + batch_size]
-            loss_sum += F.cross_entropy(logits, target, reduction="sum").item()
-            correct += (logits.argmax(1) == target).sum().item()
+        with torch.no_grad():
+            for start in range(0, len(x), batch_size):
+                batch = x[start : start + batch_size]
+                n = len(batch)
+                if n < MIN_BATCH:
+                    batch = torch.cat([batch, batch[:1].expand(MIN_BATCH - n, *batch.shape[1:])])
+                out.append(model(batch)[:n])
     finally:
         model.train(was_training)
-    n = max(len(x), 1)
+    return torch.cat(out)
+
+
+def scores(logits: torch.Tensor, y: torch.Tensor, batch_size: int = 1000) -> tuple[float, float]:
+    """(accuracy, mean cross-entropy) of ``logits`` against ``y`` (float32 sums per ``batch_size`` rows)."""
+    correct, loss_sum = 0, 0.0
+    for start in range(0, len(y), batch_size):
+        part, target = logits[start : start + batch_size], y[start : start + batch_size]
+        loss_sum += F.cross_entropy(part, target, reduction="sum").item()
+        correct += (part.argmax(1) == target).sum().item()
+    n = max(len(y), 1)
     return correct / n, loss_sum / n
+
+
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1000) -> tuple[float, float]:
+    """(accuracy, mean cross-entropy) of ``model`` on ``x``, ``y``, in eval mode."""
+    if len(x) == 0:
+        return 0.0, 0.0
+    return scores(predict(model, x, batch_size), y, batch_size)
 
 
 def grad_clip_norm(model: nn.Module) -> float | None:

@@ -96,8 +96,10 @@ class DeviceRun:
     strategies, receiver models)."""
 
     def __init__(self, world, plan: RoundPlan, round_: int, label: str, device_id: int,
-                 state: State | None, measurements: Table):
+                 state: State | None, measurements: Table, evaluations=None):
         self.world = world
+        self.evaluations = evaluations  # the node's SharedEvaluation (None: evaluate at once)
+        self.flops = 0.0  # the device's work this round (the cost model: testbed.compute)
         self.plan = plan
         self.round = round_
         self.label = label
@@ -134,6 +136,22 @@ class DeviceRun:
         if result.failure:
             self.fail(f"{transfer.name} {result.failure}")
         return result
+
+    def evaluate(self, state: State, test_idx, record) -> None:
+        """Evaluate ``state`` (the label's receiver model) on the test images ``test_idx`` and call
+        ``record(accuracy, loss)``: shared with the devices of the node that hold the same state."""
+        if self.evaluations is not None:
+            self.evaluations.add(self, self.label, state, test_idx, record)
+            return
+        from testbed.training import evaluate
+
+        model, data = self.world.model(self.label), self.world.dataset
+        model.load_state_dict(state, strict=True)
+        record(*evaluate(model, data.test_x[test_idx], data.test_y[test_idx]))
+
+    def compute(self, flops: float) -> None:
+        """Count work the device does on its own processor (FLOPs, from testbed.compute's cost model)."""
+        self.flops += float(flops)
 
     def measure(self, **values) -> None:
         unknown = set(values) - set(self.measurement)

@@ -80,8 +80,6 @@ class ModelDelivery(Scenario):
     # ---- device side -----------------------------------------------------------------
     def receive_model(self, device: DeviceRun):
         """The ``down`` transfer and the model measurements; the received state, or None if it failed."""
-        from testbed.training import evaluate
-
         world, label = device.world, device.label
         raw = device.plan.blobs[f"payload/{label}"]
         payload = world.parse(label, raw)
@@ -93,6 +91,9 @@ class ModelDelivery(Scenario):
             return received
 
         result = device.transfer(DOWN, payload, decode=decode)
+        costs = world.costs(label, raw)
+        if result.row["delivered"]:
+            device.compute(costs.decode)  # a payload that arrived is decoded, whether it loads or not
         if not result.ok:
             return None
         received = result.value
@@ -106,10 +107,14 @@ class ModelDelivery(Scenario):
             quality["recon_nmse_channel_db"] = metrics.to_db(metrics.squared_error(received, clean) / power)
         if "nmse_conv" in self.options.measurements:
             quality["recon_nmse_conv_db"] = metrics.conv_nmse_db(received, reference)
-        split = device.split
-        x, y = world.dataset.test_x[split.test_idx], world.dataset.test_y[split.test_idx]
-        accuracy, loss = evaluate(model, x, y)
-        device.measure(**quality, accuracy=float(accuracy), loss=float(loss), n_test=int(len(y)))
+        test_idx = device.split.test_idx
+        device.measure(**quality, n_test=int(len(test_idx)))
+
+        def record(accuracy, loss):
+            device.measure(accuracy=float(accuracy), loss=float(loss))
+
+        device.evaluate(received, test_idx, record)  # shared by the devices that received the same model
+        device.compute(costs.forward * len(test_idx))
         return received
 
 

@@ -93,7 +93,7 @@ class Federated(ModelDelivery):
             weight = 0.0
             for row in results.measurements:  # sorted by device id within the label
                 upload = results.uploads.get((label, row["device_id"])) if row["label"] == label else None
-                if upload is None:
+                if upload is None or row.get("late"):  # a late update missed the round (kept in the metrics)
                     continue
                 try:
                     delta = self.uplink.decode(self.uplink.read(upload.data, template), template)
@@ -141,6 +141,8 @@ class Federated(ModelDelivery):
             lambda m: losses.append(train_local(m, x, y, self.options.local, train_seed)),
         )
         device.measure(train_loss=float(losses[0]))
+        device.compute(world.costs(device.label, device.plan.blobs[f"payload/{device.label}"]).train
+                       * len(y) * self.options.local.epochs)
         trained = local.state_dict()
         delta = {k: (trained[k] - received[k]).detach().float() for k, v in received.items() if v.dtype.is_floating_point}
         result = device.transfer(UP, self.uplink.encode(delta), strategy_name=self.uplink.name)
