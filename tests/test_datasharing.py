@@ -1,4 +1,5 @@
-"""The data-sharing scenario on real Flower/Ray: JPEG up to the fog node, Residual-INRs (and JPEGs) down."""
+"""The data-sharing scenario on real Flower/Ray: JPEG up to the fog node, Residual-INRs (and JPEGs) down,
+on-device learning on what arrived."""
 
 import numpy as np
 import pandas as pd
@@ -10,7 +11,8 @@ from testbed.tables import TRANSFERS
 # Small SIRENs and few iterations: the test is about the round, not the fit's quality.
 SHARING = ["scenario.name=datasharing", "scenario.fog_nodes=2", "scenario.images_per_round=2",
            "scenario.background_hidden=12", "scenario.background_layers=3", "scenario.object_hidden=8",
-           "scenario.object_layers=2", "scenario.iterations=300", "rounds=3"]
+           "scenario.object_layers=2", "scenario.iterations=300", "rounds=3",
+           "scenario.receivers=[0, 1, 2, 3, 4, 5, 6]"]  # device 7 only sends
 # Device 2's uplink fails every round (an SNR far too low to deliver anything).
 FAILING_UPLINK = "fleet.link.snr_db=[8, 8, -30, 12, 8, 10, 12, 16]"
 
@@ -29,7 +31,8 @@ def measurements(run):
 def test_every_hop_is_a_fog_transfer_with_exact_bytes(sharing_run):
     transfers = TRANSFERS.read(sharing_run)
     assert set(transfers["hop"]) == {"device->fog", "fog->device"}
-    assert set(transfers["transfer"]) == {"up", "down", "down_jpeg"}
+    assert set(transfers["transfer"]) == {"up", "down", "down_jpeg", "down_jpeg_matched"}
+    assert not (transfers["device_id"].eq(7) & transfers["hop"].eq("fog->device")).any()  # not a receiver
     assert not (transfers["round"].eq(1) & transfers["hop"].eq("fog->device")).any()  # nothing fitted yet
     rows = measurements(sharing_run)
     down = transfers[transfers["transfer"] == "down"].merge(rows, on=["round", "label", "device_id"])
@@ -51,7 +54,8 @@ def test_a_fog_node_whose_uplink_from_a_device_fails_still_serves_the_others(sha
     # device 2 is on fog node 0 with devices 0, 4, 6: they receive the others' images, 2 each
     fog0 = later[later["device_id"].isin([0, 4, 6])]
     assert (fog0["images_received"] == 6).all()
-    assert (later[later["device_id"].isin([1, 3, 5, 7])]["images_received"] == 8).all()
+    assert (later[later["device_id"].isin([1, 3, 5])]["images_received"] == 8).all()
+    assert later[later["device_id"] == 7]["images_received"].isna().all()
 
 
 def test_decoded_images_are_measured_against_the_originals(sharing_run):
@@ -69,6 +73,53 @@ def test_results_do_not_depend_on_the_cohorts(sharing_run, tmp_path):
     other = run_tiny(tmp_path / "three", *SHARING, FAILING_UPLINK, "engine.devices_per_node=3", "engine.num_workers=1")
     for name in ("transfers.csv",):
         assert (other / name).read_text() == (sharing_run / name).read_text(), name
-    timing = ["fit_s_per_image", "decode_s_per_image"]
+    timing = ["fit_s_per_image", "decode_s_per_image", "train_s", "train_s_jpeg", "train_s_jpeg_matched"]
     a, b = (pd.read_csv(run / "measurements.csv").drop(columns=timing) for run in (sharing_run, other))
     pd.testing.assert_frame_equal(a, b)
+
+
+def test_the_matched_jpeg_baseline_is_at_most_the_inr_payload(sharing_run):
+    transfers = TRANSFERS.read(sharing_run)
+    rows = measurements(sharing_run)
+    pay = transfers.pivot_table(index=["round", "label", "device_id"], columns="transfer", values="payload_bytes")
+    q = rows.set_index(["round", "label", "device_id"])["jpeg_matched_quality"].dropna()
+    got = pay.dropna(subset=["down"]).join(q)
+    assert len(got) and got["jpeg_matched_quality"].between(1, 100).all()
+    above = got["jpeg_matched_quality"] > 1  # at quality 1 a JPEG may still be larger than the INR (then it is)
+    assert above.any() and (got[above]["down_jpeg_matched"] <= got[above]["down"]).all()
+    assert (got[~above]["down_jpeg_matched"] > got[~above]["down"]).all()
+    # The batch is small and the INR large (fp32): a quality above the forwarded JPEGs' is reached.
+    assert (q.xs("fp32", level="label") > 75).all()
+    assert (q.xs("q8", level="label") <= q.xs("fp32", level="label")).all()
+
+
+def test_devices_learn_on_what_arrived_with_one_model_per_form(sharing_run):
+    rows = measurements(sharing_run)
+    ok = rows[rows["failure"] == ""]
+    for suffix in ("", "_jpeg", "_jpeg_matched"):
+        assert ok[f"accuracy{suffix}"].between(0, 1).all() and ok[f"accuracy{suffix}"].notna().all()
+        assert (ok[f"train_s{suffix}"] > 0).all()
+    # round 1: own images only (2), the forms alike; later: the others' shared images too
+    first = ok[ok["round"] == 1]
+    assert (first["train_images"] == 2).all()
+    assert (first["accuracy"] == first["accuracy_jpeg"]).all()
+    r2 = ok[(ok["round"] == 2) & (ok["label"] == "fp32")].set_index("device_id")["train_images"]
+    assert r2[1] == 4 + 6 and r2[7] == 4  # fog node 1: the 3 other senders' 2 images; device 7 receives none
+    # the learning is real: accuracy moves between rounds as the models train
+    assert ok.groupby(["label", "device_id"])["accuracy"].nunique().max() > 1
+
+
+@pytest.mark.parametrize("target", [900, 2500, 6000, 10**6])
+def test_matched_jpeg_takes_the_highest_quality_within_the_bytes(target):
+    from testbed.data import load_data
+    from testbed.config import DataConfig
+    from testbed.scenarios.datasharing import dataset_image, jpeg_payload, matched_jpeg, to_jpeg
+
+    dataset = load_data(DataConfig(dataset="mnist-sample"), ".")
+    images = [dataset_image(dataset, i) for i in range(4)]
+    quality, files = matched_jpeg(images, target)
+    size = jpeg_payload(files).nbytes
+    assert files == [to_jpeg(im, quality) for im in images]
+    assert size <= target or quality == 1
+    if quality < 100:
+        assert jpeg_payload([to_jpeg(im, quality + 1) for im in images]).nbytes > target
