@@ -29,10 +29,21 @@ class ComputeConfig(Section):
     availability: Annotated[forms(number(ge=0, le=1)), MEASURED] = 1.0  # probability a device takes part in a round
 
 
+class FogConfig(Section):
+    """Fog nodes (the data-sharing scenario's): how many, which devices each serves, their hop links."""
+
+    nodes: int = Field(default=1, ge=1)
+    # device at fleet position p of N: round-robin -> p mod nodes; blocks -> p * nodes // N (**our choice**)
+    assign: Literal["round-robin", "blocks"] = "round-robin"
+    # the device<->fog hops' links, drawn per device like fleet.link; none: the device's own link
+    link: LinkConfig | None = None
+
+
 class FleetConfig(Section):
     devices: int = Field(default=20, ge=1)
     link: LinkConfig = Field(default_factory=link_section)  # a section of the link models' own parameters
     compute: ComputeConfig = ComputeConfig()
+    fog: FogConfig = FogConfig()
     trace: str | None = None  # CSV of measured devices; replaces the drawn ones
 
 

@@ -5,16 +5,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import run_tiny, tiny_config
+from conftest import kill_after_first_round, run_tiny, tiny_config
 from testbed.tables import TRANSFERS
 
 # Small SIRENs and few iterations: the test is about the round, not the fit's quality.
-SHARING = ["scenario.name=datasharing", "scenario.fog_nodes=2", "scenario.images_per_round=2",
+SHARING = ["scenario.name=datasharing", "fleet.fog.nodes=2", "scenario.images_per_round=2",
            "scenario.background_hidden=12", "scenario.background_layers=3", "scenario.object_hidden=8",
            "scenario.object_layers=2", "scenario.iterations=300", "rounds=3",
            "scenario.receivers=[0, 1, 2, 3, 4, 5, 6]"]  # device 7 only sends
-# Device 2's uplink fails every round (an SNR far too low to deliver anything).
-FAILING_UPLINK = "fleet.link.snr_db=[8, 8, -30, 12, 8, 10, 12, 16]"
+# The device<->fog hops have their own links (all AWGN; the fleet's own links are ideal for devices
+# 0 and 4); device 2's fails every round (an SNR far too low to deliver anything).
+FAILING_UPLINK = "fleet.fog.link={model: awgn, snr_db: [8, 8, -30, 12, 8, 10, 12, 16], modulation: bpsk, packet_bytes: 256}"
 
 
 @pytest.fixture(scope="module")
@@ -31,6 +32,7 @@ def measurements(run):
 def test_every_hop_is_a_fog_transfer_with_exact_bytes(sharing_run):
     transfers = TRANSFERS.read(sharing_run)
     assert set(transfers["hop"]) == {"device->fog", "fog->device"}
+    assert set(transfers["link_model"]) == {"awgn"}  # the fog hops' links, not the devices' (0 and 4: ideal)
     assert set(transfers["transfer"]) == {"up", "down", "down_jpeg", "down_jpeg_matched"}
     assert not (transfers["device_id"].eq(7) & transfers["hop"].eq("fog->device")).any()  # not a receiver
     assert not (transfers["round"].eq(1) & transfers["hop"].eq("fog->device")).any()  # nothing fitted yet
@@ -39,7 +41,7 @@ def test_every_hop_is_a_fog_transfer_with_exact_bytes(sharing_run):
     assert np.allclose(down["bytes"] / down["images_received"], down["inr_bytes_per_image"])
     # an fp32 batch: every SIREN weight and bias as 4 bytes, the box as 4 int32, framing 9 bytes
     per_image = (2 * 12 + 12) + (12 * 12 + 12) + (12 + 1) + (2 * 8 + 8) + (8 + 1)
-    ideal = down[(down["label"] == "fp32") & (down["resends"] == 0)]
+    ideal = down[(down["label"] == "fp32") & (down["resends"] == 0) & down["delivered"]]
     assert len(ideal) and (ideal["payload_bytes"] == ideal["images_received"] * 4 * per_image
                            + ideal["images_received"] * 16 + 9).all()
 
@@ -69,13 +71,31 @@ def test_decoded_images_are_measured_against_the_originals(sharing_run):
     assert len(q8) and (q8 < fp32 / 2).all()  # 8 of 32 bits, plus per-tensor ranges, the box, framing
 
 
-def test_results_do_not_depend_on_the_cohorts(sharing_run, tmp_path):
-    other = run_tiny(tmp_path / "three", *SHARING, FAILING_UPLINK, "engine.devices_per_node=3", "engine.num_workers=1")
-    for name in ("transfers.csv",):
-        assert (other / name).read_text() == (sharing_run / name).read_text(), name
-    timing = ["fit_s_per_image", "decode_s_per_image", "train_s", "train_s_jpeg", "train_s_jpeg_matched"]
-    a, b = (pd.read_csv(run / "measurements.csv").drop(columns=timing) for run in (sharing_run, other))
+TIMING = ["fit_s_per_image", "decode_s_per_image", "train_s", "train_s_jpeg", "train_s_jpeg_matched"]  # wall-clock
+
+
+def assert_same_results(run, other):
+    assert (other / "transfers.csv").read_text() == (run / "transfers.csv").read_text()
+    a, b = (pd.read_csv(r / "measurements.csv").drop(columns=TIMING) for r in (run, other))
     pd.testing.assert_frame_equal(a, b)
+
+
+def test_results_do_not_depend_on_the_cohorts(sharing_run, tmp_path):
+    assert_same_results(sharing_run, run_tiny(tmp_path / "three", *SHARING, FAILING_UPLINK,
+                                              "engine.devices_per_node=3", "engine.num_workers=1"))
+
+
+@pytest.mark.slow
+def test_a_run_killed_after_a_round_resumes_to_the_uninterrupted_results(sharing_run, tmp_path):
+    from testbed.config import load_config
+    from testbed.runner import run_experiment
+
+    killed = tmp_path / "killed"
+    assert 1 <= kill_after_first_round(killed, *SHARING, FAILING_UPLINK, timeout_s=240) < 3
+    run_experiment(load_config(killed / "config.yaml"), killed, resume=True, progress=False,
+                   config_path=killed / "config.yaml")
+    # the fog batch in flight and every device's shared images and models came back (two devices per node here)
+    assert_same_results(sharing_run, killed)
 
 
 def test_the_matched_jpeg_baseline_is_at_most_the_inr_payload(sharing_run):
@@ -123,3 +143,24 @@ def test_matched_jpeg_takes_the_highest_quality_within_the_bytes(target):
     assert size <= target or quality == 1
     if quality < 100:
         assert jpeg_payload([to_jpeg(im, quality + 1) for im in images]).nbytes > target
+
+
+def test_fog_nodes_are_the_fleets_assignment_rule_and_hop_links():
+    from testbed.config import ConfigError
+    from testbed.fleet import Fleet
+
+    def fleet(*overrides):
+        config = tiny_config("fleet.devices=7", *overrides)
+        return Fleet.from_config(config.fleet, config.seed)
+
+    assert [fleet("fleet.fog.nodes=3").fog_node(d) for d in range(7)] == [0, 1, 2, 0, 1, 2, 0]
+    assert [fleet("fleet.fog.nodes=3", "fleet.fog.assign=blocks").fog_node(d) for d in range(7)] == [0, 0, 0, 1, 1, 2, 2]
+    own = fleet()
+    assert all(own.fog_link(d) is own.link(d) for d in range(7))  # no fog.link: the device's own radio
+    drawn = fleet("fleet.fog.link={model: awgn, snr_db: {uniform: [0, 5]}}")
+    snrs = [drawn.fog_link(d).params.snr_db for d in range(7)]
+    assert all(0 <= s <= 5 for s in snrs) and len(set(snrs)) == 7
+    assert [drawn.link(d).params for d in range(7)] == [own.link(d).params for d in range(7)]  # own draws untouched
+    with pytest.raises(ConfigError) as err:
+        tiny_config(*SHARING, "scenario.fog_nodes=2")
+    assert "fleet.fog.nodes" in str(err.value) and "\n" not in str(err.value)

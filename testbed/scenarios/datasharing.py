@@ -42,7 +42,7 @@ import time
 
 import numpy as np
 import torch
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from testbed.inr import Box, FitOptions, ResidualOptions, SirenShape, decode_residual_inr, fit_residual_inrs, init_siren, otsu_box, psnr, ssim
 from testbed.payload import Payload, PayloadSchema, Segment, SegmentSpec
@@ -63,7 +63,6 @@ BOX_BYTES = 16  # an uploaded box: 4 int32
 
 
 class DataSharingOptions(ScenarioOptions):
-    fog_nodes: int = Field(default=1, ge=1)
     images_per_round: int = Field(default=2, ge=1)
     jpeg_quality: int = Field(default=75, ge=1, le=95)
     match_jpeg: bool = True  # also send the batch as JPEG at the INR payload's bytes (down_jpeg_matched)
@@ -78,6 +77,13 @@ class DataSharingOptions(ScenarioOptions):
     target_psnr: float | None = None
     learn: bool = True  # on-device learning on the shared images (one model per form)
     local: LocalTrainConfig = LocalTrainConfig()  # a device's training in a round
+
+    @model_validator(mode="before")
+    @classmethod
+    def _moved(cls, values):
+        if isinstance(values, dict) and "fog_nodes" in values:
+            raise ValueError("fog_nodes moved to the fleet: set fleet.fog.nodes (and fleet.fog.assign, fleet.fog.link)")
+        return values
 
     def inr(self, channels: int) -> ResidualOptions:
         return ResidualOptions(
@@ -268,7 +274,7 @@ class DataSharing(Scenario):
         batches: dict[int, list[tuple[int, int]]] = {}
         owners, pictures, files, boxes = [], [], [], []
         for device_id in sorted(arrived):
-            fog = server.fleet.fog_node(device_id, self.options.fog_nodes)
+            fog = server.fleet.fog_node(device_id)
             for index, jpeg, image, box in zip(*arrived[device_id]):
                 batches.setdefault(fog, []).append((device_id, index))
                 owners.append((fog, device_id, index))
@@ -305,7 +311,7 @@ class DataSharing(Scenario):
     # ---- device side ------------------------------------------------------------------
     def run_device(self, device: DeviceRun) -> None:
         world = device.world
-        fog = world.fleet.fog_node(device.device_id, self.options.fog_nodes)
+        fog = world.fleet.fog_node(device.device_id)
         batch = device.plan.values.get("batches", {}).get(str(fog))
         receivers = self.options.receivers
         shared: dict[str, list[tuple[np.ndarray, int]]] = {}
