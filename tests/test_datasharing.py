@@ -12,7 +12,8 @@ from testbed.tables import TRANSFERS
 SHARING = ["scenario.name=datasharing", "fleet.fog.nodes=2", "scenario.images_per_round=2",
            "scenario.background_hidden=12", "scenario.background_layers=3", "scenario.object_hidden=8",
            "scenario.object_layers=2", "scenario.iterations=300", "rounds=3",
-           "scenario.receivers=[0, 1, 2, 3, 4, 5, 6]"]  # device 7 only sends
+           "scenario.receivers=[0, 1, 2, 3, 4, 5, 6]",  # device 7 only sends
+           "strategies=[{label: fp32, strategy: raw}, {label: q8, strategy: quantise, bits: 8}]"]
 # The device<->fog hops have their own links (all AWGN; the fleet's own links are ideal for devices
 # 0 and 4); device 2's fails every round (an SNR far too low to deliver anything).
 FAILING_UPLINK = "fleet.fog.link={model: awgn, snr_db: [8, 8, -30, 12, 8, 10, 12, 16], modulation: bpsk, packet_bytes: 256}"
@@ -80,6 +81,7 @@ def assert_same_results(run, other):
     pd.testing.assert_frame_equal(a, b)
 
 
+@pytest.mark.slow
 def test_results_do_not_depend_on_the_cohorts(sharing_run, tmp_path):
     assert_same_results(sharing_run, run_tiny(tmp_path / "three", *SHARING, FAILING_UPLINK,
                                               "engine.devices_per_node=3", "engine.num_workers=1"))
@@ -164,3 +166,10 @@ def test_fog_nodes_are_the_fleets_assignment_rule_and_hop_links():
     with pytest.raises(ConfigError) as err:
         tiny_config(*SHARING, "scenario.fog_nodes=2")
     assert "fleet.fog.nodes" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_the_report_of_a_sharing_run_has_its_figure(sharing_run, tmp_path):
+    from testbed.report import write_report
+
+    page = write_report([sharing_run], tmp_path / "report.html").read_text()
+    assert 'id="fig-datasharing"' in page and "JPEG at the INR" in page

@@ -417,3 +417,45 @@ class DataSharing(Scenario):
                 device.measure(train_images=len(train_x))
             state.update({f"{form}.model.{k}": v.detach().clone() for k, v in model.state_dict().items()})
         device.state = state
+
+
+# ---- the report's figure --------------------------------------------------------------------
+
+from testbed.report.figures import figure  # noqa: E402  (imports neither matplotlib nor pandas)
+
+FORM_STYLES = {"inr": ("-", "INR"), "jpeg": ("--", "JPEG forwarded"), "jpeg_matched": (":", "JPEG at the INR's bytes")}
+
+
+@figure("datasharing", "Data sharing: quality and on-device accuracy per form",
+        "Left: mean PSNR of the shared images a device decoded against the downlink bytes per image, one point per "
+        "strategy and form (INR by the strategy: filled; JPEG forwarded: open; JPEG at the INR's bytes: cross). "
+        "Right: the devices' mean accuracy per round of the model trained on their own images plus the shared ones "
+        "in each form (INR solid, JPEG forwarded dashed, JPEG at the INR's bytes dotted).",
+        needs=("psnr_inr_db",), size=(9.0, 4.0))
+def sharing_figure(view, fig) -> None:
+    left, right = fig.subplots(1, 2)
+    for s in view.series:
+        rows = s.measurements
+        for form, (style, name) in FORM_STYLES.items():
+            tag = "_inr" if form == "inr" else f"_{form}"
+            if f"psnr{tag}_db" not in rows or rows[f"psnr{tag}_db"].isna().all():
+                continue
+            x, y = rows[f"{form}_bytes_per_image"].mean(), rows[f"psnr{tag}_db"].mean()
+            if form == "jpeg_matched":
+                left.scatter([x], [y], marker="x", color=s.color, label=f"{s.label}: {name}")
+            else:
+                left.scatter([x], [y], marker=s.marker, edgecolors=s.color, label=f"{s.label}: {name}",
+                             facecolors=s.color if form == "inr" else "none")
+            column = "accuracy" if form == "inr" else f"accuracy{tag}"
+            if column in rows and rows[column].notna().any():
+                acc = rows.groupby("round")[column].mean()
+                right.plot(acc.index, acc.to_numpy(), color=s.color, linestyle=style, marker=s.marker,
+                           markersize=3, label=f"{s.label}: {name}")
+    left.set_xscale("log")
+    left.set_xlabel("downlink bytes per shared image")
+    left.set_ylabel("PSNR of the decoded images (dB)")
+    right.set_xlabel("round")
+    right.set_ylabel("on-device accuracy (mean over devices)")
+    for ax in (left, right):
+        if ax.has_data():
+            ax.legend(fontsize=6)
