@@ -31,6 +31,7 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=100)
     parser.add_argument("--alone", type=int, default=32, help="images fitted one by one (timed, per image)")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--profile", action="store_true", help="instead: the top ops of 10 one-by-one steps")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     dataset = load_data(DataConfig(dataset="mnist-sample"), ".")
@@ -42,6 +43,10 @@ def main() -> None:
     shape, options = SirenShape(), FitOptions(iterations=args.iterations)
     keys = [(i,) for i in range(args.images)]
 
+    if args.profile:
+        with torch.autograd.profiler.profile() as prof:
+            fit_sirens(shape, coords[:1], targets[:1], 0, keys[:1], FitOptions(iterations=10))
+        return print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12))
     started = time.perf_counter()
     _, stats = fit_sirens(shape, coords, targets, 0, keys, options)
     batched = args.images / (time.perf_counter() - started)
