@@ -116,6 +116,8 @@ def _link_params(
 
 class Fleet:
     def __init__(self, devices: list[Device]):
+        self.fog = FogConfig()  # fog nodes: with_fog
+        self._fog_links: dict[int, Link] = {}
         ids = [d.device_id for d in devices]
         if len(set(ids)) != len(ids):
             repeated = sorted({i for i in ids if ids.count(i) > 1})
@@ -124,9 +126,6 @@ class Fleet:
         self._by_id = {d.device_id: d for d in self.devices}
         self._position = {d.device_id: i for i, d in enumerate(self.devices)}
         self._links: dict[int, Link] = {}
-        self.fog = FogConfig()
-        self._fog_links: dict[int, Link] = {}
-        self._fog_params: dict[int, LinkParams] = {}
 
     # ---- building ----------------------------------------------------------------------
     @classmethod
@@ -153,8 +152,11 @@ class Fleet:
         """Attach the fog nodes of ``fog``; its hop links are drawn per device (keyed ``fog.link.*``)."""
         self.fog = fog
         if fog.link is not None:
-            self._fog_params = {d.device_id: _link_params(fog.link, d.device_id, i, seed, key="fog.link")
-                                for i, d in enumerate(self.devices)}
+            for i, d in enumerate(self.devices):
+                try:
+                    self._fog_links[d.device_id] = make_link(_link_params(fog.link, d.device_id, i, seed, key="fog.link"))
+                except ValueError as exc:  # a model may refuse a combination of its parameters
+                    raise FleetError(f"fleet.fog.link: device {d.device_id}: {exc}") from None
         return self
 
     @classmethod
@@ -247,12 +249,8 @@ class Fleet:
 
     def fog_link(self, device_id: int) -> Link:
         """The link of the device's device<->fog hops: drawn from ``fog.link``, else its own link."""
-        if device_id not in self._fog_params:
-            return self.link(device_id)
         link = self._fog_links.get(device_id)
-        if link is None:
-            link = self._fog_links[device_id] = make_link(self._fog_params[device_id])
-        return link
+        return self.link(device_id) if link is None else link
 
     def available(self, round: int, seed: int) -> list[Device]:
         """The devices taking part in ``round``: each with its availability probability."""
