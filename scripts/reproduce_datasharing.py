@@ -139,21 +139,21 @@ def t_interval(values) -> tuple[float, float, float]:
     return mean, mean - half, mean + half
 
 
-def network(rounds: int, per_round: int, out: Path) -> dict:
+def network(rounds: int, per_round: int, out: Path, overrides: list[str]) -> dict:
     from testbed.config import load_config
     from testbed.runner import run_experiment
     from testbed.scenarios import build_scenario
     from testbed.tables import TRANSFERS
 
     config_path = ROOT / "configs" / "datasharing.yaml"
-    config = load_config(config_path, [f"rounds={rounds}", f"scenario.images_per_round={per_round}"])
+    config = load_config(config_path, [f"rounds={rounds}", f"scenario.images_per_round={per_round}", *overrides])
     started = time.perf_counter()
     run_experiment(config, out, progress=False, config_path=config_path)
     seconds = time.perf_counter() - started
     transfers = TRANSFERS.read(out)
     rows = build_scenario(config).measurements_table().read(out)
     last = rows[rows["round"] == rounds]
-    result = {"rounds": rounds, "images_per_round": per_round, "devices": int(rows["device_id"].nunique()),
+    result = {"rounds": rounds, "images_per_round": per_round, "overrides": overrides, "devices": int(rows["device_id"].nunique()),
               "run_s": seconds, "labels": {}}
     for label, mine in transfers.groupby("label"):
         moved = mine.groupby("transfer")["bytes"].sum()
@@ -191,6 +191,7 @@ def main() -> None:
     parser.add_argument("--rd", action=argparse.BooleanOptionalAction, default=True, help="the rate-distortion part")
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--images-per-round", type=int, default=4)
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a config override of the network run")
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "datasharing-network")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -208,7 +209,7 @@ def main() -> None:
             writer.writerows(rows)
         plot(rows, RESULTS / "datasharing_rd.png")
     if args.network:
-        result = network(args.rounds, args.images_per_round, args.out)
+        result = network(args.rounds, args.images_per_round, args.out, args.set)
         result["machine"] = {**machine, "load_average_at_end": list(os.getloadavg())}
         (RESULTS / "datasharing_network.json").write_text(json.dumps(result, indent=2) + "\n")
 
