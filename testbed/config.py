@@ -31,10 +31,21 @@ class ComputeConfig(Section):
     schedule: forms(on_off()) = "1"
 
 
+class FogConfig(Section):
+    """Fog nodes (the data-sharing scenario's): how many, which devices each serves, their hop links."""
+
+    nodes: int = Field(default=1, ge=1)
+    # device at fleet position p of N: round-robin -> p mod nodes; blocks -> p * nodes // N (**our choice**)
+    assign: Literal["round-robin", "blocks"] = "round-robin"
+    # the device<->fog hops' links, drawn per device like fleet.link; none: the device's own link
+    link: LinkConfig | None = None
+
+
 class FleetConfig(Section):
     devices: int = Field(default=20, ge=1)
     link: LinkConfig = Field(default_factory=link_section)  # a section of the link models' own parameters
     compute: ComputeConfig = ComputeConfig()
+    fog: FogConfig = FogConfig()
     trace: str | None = None  # CSV of measured devices; replaces the drawn ones
     # FLOP/s of a device with speed_factor 1 (testbed.compute: on-device times from FLOP counts)
     reference_flops_per_s: float = Field(default=1e9, gt=0)

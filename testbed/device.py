@@ -136,10 +136,9 @@ class NodeWorld:
         return self._splits[device_id]
 
     def link(self, device_id: int, hop: str):
-        """The link that serves ``hop`` for the device: the device's own link for every hop, its
-        device<->fog hops included (**our choice**: the radio a device has is the one it reaches its
-        fog node with; a per-hop link would be picked here)."""
-        return self.fleet.link(device_id)
+        """The link that serves ``hop`` for the device: its device<->fog hops' own (``fleet.fog.link``,
+        else the device's link), the device's link for every other hop."""
+        return self.fleet.fog_link(device_id) if "fog" in hop else self.fleet.link(device_id)
 
     def link_model(self, device_id: int) -> str:
         return str(self.fleet.device(device_id).link.model)

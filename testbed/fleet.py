@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from testbed.attributes import Rule, draw, is_measured, one_of, rule_of, whole
-from testbed.config import ComputeConfig, ConfigError, FleetConfig
+from testbed.config import ComputeConfig, ConfigError, FleetConfig, FogConfig
 from testbed.links import Link, LinkParams, available, make_link
 from testbed.links.schema import LinkSection, link_section, parameters
 from testbed.rng import derive_rng
@@ -92,15 +92,17 @@ def _attribute(spec: Any, rule: Rule, key: str, device_id: int, position: int, s
 
 
 def _link_params(
-    section: LinkSection, device_id: int, position: int, seed: int, given: Mapping[str, Any] | None = None
+    section: LinkSection, device_id: int, position: int, seed: int, given: Mapping[str, Any] | None = None,
+    key: str = "link",
 ) -> LinkParams:
     """One device's link: its model (given, or drawn from the section), then that model's parameters
-    (given, else drawn from the section, else the model's defaults)."""
+    (given, else drawn from the section, else the model's defaults). ``key`` names the section in
+    draws and errors (``fog.link``: the device<->fog hops' own draws)."""
     given = given or {}
     fields = type(section).model_fields
     model = given.get("model")
     if model is None:
-        model = _attribute(section.model, rule_of(fields["model"]), "link.model", device_id, position, seed)
+        model = _attribute(section.model, rule_of(fields["model"]), f"{key}.model", device_id, position, seed)
     params = available()[model].Params
     values = {}
     for name, field in params.model_fields.items():
@@ -109,12 +111,14 @@ def _link_params(
         if name in given:
             values[name] = given[name]
         elif name in fields:
-            values[name] = _attribute(getattr(section, name), rule_of(field), f"link.{name}", device_id, position, seed)
+            values[name] = _attribute(getattr(section, name), rule_of(field), f"{key}.{name}", device_id, position, seed)
     return params(model=model, **values)
 
 
 class Fleet:
     def __init__(self, devices: list[Device]):
+        self.fog = FogConfig()  # fog nodes: with_fog
+        self._fog_links: dict[int, Link] = {}
         ids = [d.device_id for d in devices]
         if len(set(ids)) != len(ids):
             repeated = sorted({i for i in ids if ids.count(i) > 1})
@@ -133,12 +137,12 @@ class Fleet:
     @classmethod
     def from_config(cls, cfg: FleetConfig, seed: int, base_dir: str | Path | None = None) -> "Fleet":
         """Draw the fleet of ``cfg`` (or read its trace; a relative trace path is under ``base_dir``,
-        the config file's folder)."""
+        the config file's folder), with its fog nodes (``cfg.fog``)."""
         if cfg.trace:
             path = Path(cfg.trace)
             if not path.is_absolute():
                 path = Path(base_dir or ".") / path
-            return cls.from_csv(path, defaults=cfg.link, seed=seed)
+            return cls.from_csv(path, defaults=cfg.link, seed=seed).with_fog(cfg.fog, seed)
         compute = cfg.compute
         fields = ComputeConfig.model_fields
         devices = []
@@ -148,7 +152,18 @@ class Fleet:
                 for name, field in fields.items()
             }
             devices.append(Device(device_id, _link_params(cfg.link, device_id, device_id, seed), partition=device_id, **attrs))
-        return cls(devices)
+        return cls(devices).with_fog(cfg.fog, seed)
+
+    def with_fog(self, fog: FogConfig, seed: int) -> "Fleet":
+        """Attach the fog nodes of ``fog``; its hop links are drawn per device (keyed ``fog.link.*``)."""
+        self.fog = fog
+        if fog.link is not None:
+            for i, d in enumerate(self.devices):
+                try:
+                    self._fog_links[d.device_id] = make_link(_link_params(fog.link, d.device_id, i, seed, key="fog.link"))
+                except ValueError as exc:  # a model may refuse a combination of its parameters
+                    raise FleetError(f"fleet.fog.link: device {d.device_id}: {exc}") from None
+        return self
 
     @classmethod
     def from_csv(cls, path: str | Path, defaults: LinkSection | None = None, seed: int = 0) -> "Fleet":
@@ -232,11 +247,16 @@ class Fleet:
             link = self._links[device_id] = make_link(self.device(device_id).link)
         return link
 
-    def fog_node(self, device_id: int, nodes: int) -> int:
-        """The fog node (0..nodes-1) a device is attached to: its position in the fleet modulo
-        ``nodes`` (**our choice**), so neighbours in the fleet spread over the fog nodes."""
+    def fog_node(self, device_id: int) -> int:
+        """The fog node (0..fog.nodes-1) a device is attached to, by the ``fog.assign`` rule."""
         self.device(device_id)
-        return self._position[device_id] % nodes
+        position, nodes = self._position[device_id], self.fog.nodes
+        return position % nodes if self.fog.assign == "round-robin" else position * nodes // len(self.devices)
+
+    def fog_link(self, device_id: int) -> Link:
+        """The link of the device's device<->fog hops: drawn from ``fog.link``, else its own link."""
+        link = self._fog_links.get(device_id)
+        return self.link(device_id) if link is None else link
 
     def available(self, round: int, seed: int) -> list[Device]:
         """The devices taking part in ``round``: those its schedule allows, each with its availability

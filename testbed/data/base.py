@@ -67,6 +67,9 @@ class Dataset:
     num_classes: int
     mean: tuple[float, ...] = ()  # the per-channel normalisation: x = (value - mean) / std
     std: tuple[float, ...] = ()
+    # Object boxes of the training images where the dataset has them (an image folder's boxes.csv):
+    # int32 [N, 4] (top, left, bottom, right; bottom and right exclusive), -1 rows where an image has none.
+    train_boxes: torch.Tensor | None = None
     _fingerprint: str | None = field(default=None, repr=False)
 
     @property

@@ -16,6 +16,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from testbed.data.arrays import dataset_from_arrays, hwc
 from testbed.data.base import Dataset, DatasetError, DataSource
@@ -75,7 +76,7 @@ def load_files(source: DataSource) -> Dataset:
     path = source.path
     if not path.exists():
         raise DatasetError(f"{path}: not found (data.path of dataset files)")
-    num_classes, extra = None, ""
+    num_classes, extra, boxes = None, "", None
     if source.format == "idx":
         arrays, sources = _idx_arrays(path)
     elif source.format == "npz":
@@ -87,6 +88,7 @@ def load_files(source: DataSource) -> Dataset:
         arrays, sources = folder.arrays, folder.sources
         num_classes = len(folder.classes)
         extra = f" ({folder.split})"
+        boxes = folder.train_boxes
     else:
         raise DatasetError(f"{path}: unknown format {source.format!r}; known: {', '.join(FORMATS)}")
     dataset = dataset_from_arrays("files", "", *arrays, num_classes=num_classes, sources=sources)
@@ -95,4 +97,4 @@ def load_files(source: DataSource) -> Dataset:
         f"{extra}, {hwc(dataset.input_shape)}, {dataset.num_classes} classes, standardised per channel "
         "with the training split's mean and std"
     )
-    return replace(dataset, description=description)
+    return replace(dataset, description=description, train_boxes=None if boxes is None else torch.from_numpy(boxes))

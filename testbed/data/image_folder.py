@@ -7,6 +7,13 @@ split). Hidden files (``.DS_Store``...) and files directly in ``<path>`` are
 ignored; anything else that is not a PNG or JPEG image is an error naming it.
 Images are grey when all of them are (modes ``1``, ``L``, ``I``, ``F``...), else
 all are read as RGB (alpha dropped); all must have the same size.
+
+Object boxes (what the data-sharing scenario fits its object INRs to) may be given in
+``<path>/boxes.csv``: a header ``file,top,left,bottom,right`` and one row per image,
+``file`` relative to ``<path>`` with ``/`` (``cat/001.png``, ``train/cat/001.png``),
+the box in pixels (top and left inclusive, bottom and right exclusive, within the
+image). Images without a row have no box. A bad row is refused in one line naming the
+file and line.
 """
 
 from __future__ import annotations
@@ -32,6 +39,49 @@ class ImageFolder:
     sources: list[str]  # what error messages name for each array
     classes: list[str]
     split: str  # how the test images were chosen
+    train_boxes: np.ndarray | None = None  # int32 [N, 4] per training image (-1: none), from boxes.csv
+
+
+BOXES_FILE = "boxes.csv"
+BOX_COLUMNS = ("file", "top", "left", "bottom", "right")
+
+
+def read_boxes(path: Path, files: list[Path], size: tuple[int, int]) -> np.ndarray | None:
+    """The boxes of ``files`` (images of ``size``) from ``path/boxes.csv``, or None without one."""
+    import csv
+
+    csv_path = path / BOXES_FILE
+    if not csv_path.is_file():
+        return None
+    where = {f.relative_to(path).as_posix(): k for k, f in enumerate(files)}
+    boxes = np.full((len(files), 4), -1, dtype=np.int32)
+    with csv_path.open(newline="", encoding="utf-8-sig") as handle:
+        rows = csv.reader(handle)
+        header = [c.strip() for c in next(rows, [])]
+        if tuple(header) != BOX_COLUMNS:
+            raise DatasetError(f"{csv_path} line 1: header {','.join(header)!r}, expected {','.join(BOX_COLUMNS)}")
+        seen: set[str] = set()
+        for line, row in enumerate(rows, 2):
+            if not row or all(not c.strip() for c in row):
+                continue
+            if len(row) != len(BOX_COLUMNS):
+                raise DatasetError(f"{csv_path} line {line}: {len(row)} fields, expected {len(BOX_COLUMNS)} ({','.join(BOX_COLUMNS)})")
+            name = row[0].strip()
+            try:
+                top, left, bottom, right = (int(c) for c in row[1:])
+            except ValueError:
+                raise DatasetError(f"{csv_path} line {line}: top, left, bottom, right must be integers, got {','.join(row[1:])}") from None
+            if not (0 <= top < bottom <= size[0] and 0 <= left < right <= size[1]):
+                raise DatasetError(f"{csv_path} line {line}: box ({top}, {left}, {bottom}, {right}) is not inside the "
+                                   f"{size[0]}x{size[1]} image with top < bottom and left < right")
+            if name in seen:
+                raise DatasetError(f"{csv_path} line {line}: {name} has a box already")
+            seen.add(name)
+            if name in where:
+                boxes[where[name]] = (top, left, bottom, right)
+            elif not (path / name).is_file():
+                raise DatasetError(f"{csv_path} line {line}: no image {name} in {path}")
+    return boxes
 
 
 def _subfolders(folder: Path) -> list[Path]:
@@ -71,9 +121,10 @@ def _read(path: Path) -> tuple[np.ndarray, bool]:
 
 def _read_split(class_dirs: list[Path], labels: list[int], size: tuple[int, int] | None, which: str):
     """Images and labels of class folders; every image must have ``size`` (H, W), else the first one's."""
-    images, targets, greys = [], [], []
+    images, targets, greys, paths = [], [], [], []
     for class_dir, label in zip(class_dirs, labels):
         for path in _image_files(class_dir):
+            paths.append(path)
             array, grey = _read(path)
             if size is None:
                 size = array.shape[:2]
@@ -83,7 +134,7 @@ def _read_split(class_dirs: list[Path], labels: list[int], size: tuple[int, int]
             images.append(array)
             targets.append(label)
             greys.append(grey)
-    return images, np.asarray(targets, dtype=np.int64), greys, size
+    return images, np.asarray(targets, dtype=np.int64), greys, size, paths
 
 
 def _stack(images: list[np.ndarray], colour: bool) -> np.ndarray:
@@ -124,8 +175,8 @@ def read_image_folder(path: Path, test_fraction: float | None) -> ImageFolder:
         for d in test_dirs:
             if d.name not in classes:
                 raise DatasetError(f"{d}: class {d.name!r} has no folder in {path / 'train'}")
-        train_x, train_y, train_grey, size = _read_split(train_dirs, list(range(len(classes))), None, "training")
-        test_x, test_y, test_grey, _ = _read_split(
+        train_x, train_y, train_grey, size, train_files = _read_split(train_dirs, list(range(len(classes))), None, "training")
+        test_x, test_y, test_grey, _, _ = _read_split(
             test_dirs, [classes.index(d.name) for d in test_dirs], size, "training"
         )
         colour = not all(train_grey + test_grey)
@@ -136,12 +187,13 @@ def read_image_folder(path: Path, test_fraction: float | None) -> ImageFolder:
         if not subfolders:
             raise DatasetError(f"{path}: no class folders (one subfolder of PNG or JPEG images per class)")
         classes = names
-        images, labels, greys, _ = _read_split(subfolders, list(range(len(classes))), None, "other")
+        images, labels, greys, size, files = _read_split(subfolders, list(range(len(classes))), None, "other")
         fraction = DEFAULT_TEST_FRACTION if test_fraction is None else test_fraction
         train_idx, test_idx = _test_split(labels, fraction)
         x = _stack(images, not all(greys))
         arrays = [x[train_idx], labels[train_idx], x[test_idx], labels[test_idx]]
+        train_files = [files[k] for k in train_idx]
         split = f"test fraction {fraction} of each class, seed {SPLIT_SEED}"
         where = [path, path]
     sources = [f"{where[0]} (training images)", f"{where[0]} (labels)", f"{where[1]} (test images)", f"{where[1]} (labels)"]
-    return ImageFolder(arrays, sources, classes, split)
+    return ImageFolder(arrays, sources, classes, split, read_boxes(path, train_files, size))
