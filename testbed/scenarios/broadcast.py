@@ -125,7 +125,8 @@ class Broadcast(ModelDelivery):
         states = {}
         for label, strategy in server.strategies.items():
             server.log(f"central model for {label} (training key {strategy.training_key()})")
-            model = central_model(strategy, self.config.model, server.dataset, self.config.seed, progress=server.show_progress)
+            model = central_model(strategy, self.config.model, server.dataset, self.config.train_seed(label),
+                                  progress=server.show_progress)
             states[label] = plain_state(model.state_dict())
         return states
 
