@@ -533,12 +533,12 @@ def fig_ratios(strategies: pd.DataFrame, table: pd.DataFrame, foot: str, path: P
 
     t = table[(table["kind"] == "digital") & (table["snr_db"] == snr) & (table["bits"] == 4)]
     fig, axes = plt.subplots(1, 2, figsize=(14, 4.8))
-    s = strategies[(strategies["kind"] == "digital") & (strategies["bits"] == 8)].sort_values("model_ratio")
+    s = strategies[(strategies["kind"] == "digital") & (strategies["bits"] == 4)].sort_values("model_ratio")
     y = np.arange(len(s))
     axes[0].barh(y - 0.2, s["model_ratio"], height=0.4, color=BLUE, label="whole model")
     axes[0].barh(y + 0.2, s["conv_ratio"], height=0.4, color=ORANGE, label="conv kernels only")
     axes[0].set_yticks(y, s["strategy"], fontsize=7)
-    axes[0].set_xlabel("compression ratio against float32 (payload, 8-bit)")
+    axes[0].set_xlabel("compression ratio against float32 (payload, 4-bit)")
     axes[0].grid(alpha=0.3, axis="x")
     colors = [BLACK, VERMILION, PURPLE, BLUE, GREEN, SKY, ORANGE, GREY]
     for i, (_, row) in enumerate(t.sort_values("bytes_down_mean").iterrows()):

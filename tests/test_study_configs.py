@@ -119,3 +119,16 @@ def test_paired_tests_pair_devices_and_detect_only_a_real_difference(script):
     assert tests.loc["none", "verdict_seeds"] == "not significant"
     assert tests.loc["gap", "p_seeds_holm"] == pytest.approx(2 * tests.loc["gap", "p_seeds"])
     assert tests.loc["gap", "mean_diff"] == pytest.approx(0.05)
+
+
+def test_dataset_flag_names_a_registered_dataset_or_dataset_files(script, tmp_path):
+    assert script.dataset_overrides(None) == []
+    assert script.dataset_overrides("mnist-sample") == ["data.dataset=mnist-sample"]
+    npz = tmp_path / "mine.npz"
+    npz.write_bytes(b"")
+    assert script.dataset_overrides(str(npz))[-1] == "data.format=npz"
+    (tmp_path / "idx").mkdir()
+    (tmp_path / "idx" / "train-images-idx3-ubyte.gz").write_bytes(b"")
+    assert script.dataset_overrides(str(tmp_path / "idx"))[-1] == "data.format=idx"
+    config = script.study_config("digital", overrides=script.dataset_overrides("mnist-sample"))
+    assert config.data.dataset == "mnist-sample"
