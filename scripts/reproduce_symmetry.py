@@ -41,7 +41,7 @@ STUDY_CONFIGS = {
     "digital": ROOT / "configs" / "study" / "symmetry_digital.yaml",
     "analog": ROOT / "configs" / "study" / "symmetry_analog.yaml",
 }
-RESULTS = ROOT / "docs" / "results"
+RESULTS = ROOT / "docs" / "results" / "symmetry"
 TRAIN_SEEDS = (0, 1, 2)
 FLEET_SEEDS = (0, 1)
 BITS = (4, 8)
@@ -451,7 +451,7 @@ def fig_accuracy_vs_snr(table: pd.DataFrame, foot: str, path: Path) -> None:
         ax.set_title(f"{b}-bit values, BPSK over AWGN")
         ax.set_xlabel("Eb/N0 (dB)")
         ax.grid(alpha=0.3)
-    np.atleast_1d(axes)[0].set_ylabel("device accuracy (mean of 3 models, 95% CI over models)")
+    np.atleast_1d(axes)[0].set_ylabel("device accuracy (3 models, 95% CI)")
     np.atleast_1d(axes)[0].set_ylim(0, 1.02)
     _finish(fig, axes, foot, path)
 
@@ -520,7 +520,7 @@ def fig_analog(table: pd.DataFrame, foot: str, path: Path) -> None:
     for pattern, name, color, style, marker in [("fp32", "fp32 (plain model)", BLACK, "-", "s")] + CODEC_LINES[1:]:
         _line(ax, t, pattern.format(b=""), name, color, style, marker)
     ax.set_xlabel("SNR per value (dB)")
-    ax.set_ylabel("device accuracy (mean of 3 models, 95% CI)")
+    ax.set_ylabel("device accuracy (3 models, 95% CI)")
     ax.set_title("analog links, float32 values, BatchNorm folded")
     ax.set_ylim(0, 1.02)
     ax.grid(alpha=0.3)
