@@ -541,8 +541,13 @@ def fig_ratios(strategies: pd.DataFrame, table: pd.DataFrame, foot: str, path: P
     axes[0].set_xlabel("compression ratio against float32 (payload, 4-bit)")
     axes[0].grid(alpha=0.3, axis="x")
     colors = [BLACK, VERMILION, PURPLE, BLUE, GREEN, SKY, ORANGE, GREY]
+    markers = "osD^v<>PXh*p"  # 12 shapes against 8 colours: no two points look alike
+    seen: dict[int, int] = {}
     for i, (_, row) in enumerate(t.sort_values("bytes_down_mean").iterrows()):
-        axes[1].errorbar(row["bytes_down_mean"] / 1e3, row["acc_mean"], yerr=row["acc_ci95_seeds"], marker="os^Dv<>P"[i % 8],
+        kb = row["bytes_down_mean"] / 1e3
+        same = seen.get(round(kb * 10), 0)  # equal bytes (q4 and both full+project): side by side
+        seen[round(kb * 10)] = same + 1
+        axes[1].errorbar(kb * 1.04 ** same, row["acc_mean"], yerr=row["acc_ci95_seeds"], marker=markers[i % len(markers)],
                          color=colors[i % len(colors)], linestyle="none", capsize=2, label=f"{row['strategy']}")
     axes[1].set_xscale("log")
     axes[1].set_xlabel(f"kB sent per device at Eb/N0 = {snr:g} dB (payload + protection, log)")
