@@ -42,8 +42,9 @@ State = Mapping[str, torch.Tensor]
 
 BATCH_COUNTER = "num_batches_tracked"
 RUNNING_VAR = "running_var"
-# The smallest BatchNorm variance a receiver accepts (BatchNorm's own eps is 1e-5).
-VARIANCE_FLOOR = 1e-5
+# The smallest BatchNorm variance a receiver accepts: BatchNorm adds its eps (> 0) before the
+# square root, so every variance >= 0 gives finite outputs; a trained one is never below it.
+VARIANCE_FLOOR = 0.0
 
 
 class StrategyOptions(ValueCoding):
@@ -240,8 +241,9 @@ def valid_variance(variance: torch.Tensor) -> torch.Tensor:
     floor, +inf the largest float32.
 
     Channel noise can make a variance negative (analog links, bit errors); sqrt(var + eps) is then
-    NaN and so is every output. The sender's variances are positive, so this changes nothing on a
-    clean channel (our choice of the rule: clamping, not sending log-variance, keeps the wire format).
+    NaN and so is every output. The sender's variances are never negative, so this changes nothing
+    on a clean channel (our choice of the rule: clamping, not sending log-variance, keeps the wire
+    format; a floor of 0 and not a positive one keeps tiny trained variances exactly).
     """
     return torch.nan_to_num(variance, nan=VARIANCE_FLOOR).clamp_min(VARIANCE_FLOOR)
 
