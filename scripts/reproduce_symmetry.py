@@ -1,16 +1,18 @@
-"""Reproduce the kernel-symmetry study (arXiv:2604.17371) on real MNIST, then make its figures.
+"""Reproduce the kernel-symmetry study (arXiv:2604.17371), second edition, then make its figures.
 
-One command runs the whole study (two fleet runs: digital BPSK/AWGN links and analog links)
-and writes the figures and tables of docs/RESULTS.md::
+One command trains every model of the study (3 training seeds per method), runs the fleet for
+every (training seed, fleet seed) pair on digital BPSK/AWGN links and on analog links, and writes
+the figures, tables, statistical tests and per-device rows of docs/RESULTS.md::
 
     TESTBED_DATA_DIR=/path/to/data TESTBED_CACHE_DIR=/path/to/cache \\
         .venv/bin/python scripts/reproduce_symmetry.py --out runs/symmetry-study
 
-Re-running resumes: a run whose summary.json says every round is done is skipped, an
-interrupted one is resumed, and the central models come from the checkpoint cache.
-``--figures-only`` makes the figures and tables from existing run folders without running
-anything; ``--tiny`` is a smoke test (few devices, one round, small training set, a subset of
-the strategies) into its own folder.
+Re-running resumes: trained models come from the checkpoint cache, a run folder whose
+summary.json says every round is done is skipped, an interrupted one is resumed.
+``--figures-only`` analyses existing run folders and runs nothing; ``--tiny`` is a smoke test
+(2 training seeds, 1 fleet seed, 2,000 training images, a few strategies) into its own folder;
+``--dataset`` runs the same study on another dataset (a registered name, or a path to dataset
+files: a .npz file, an image folder, or a folder of idx files).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import platform
 import re
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -32,50 +35,53 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from strategies.base import is_conv_kernel  # noqa: E402
-from testbed.config import ExperimentConfig, apply_overrides, validate_tree
+from testbed.config import DataConfig, ExperimentConfig, ModelConfig, apply_overrides, validate_tree  # noqa: E402
 
 STUDY_CONFIGS = {
     "digital": ROOT / "configs" / "study" / "symmetry_digital.yaml",
     "analog": ROOT / "configs" / "study" / "symmetry_analog.yaml",
 }
-RESULTS = ROOT / "docs" / "results"
-GROUPS = (
-    "mirror_h", "mirror_v", "central", "central_skew", "mirror_hv",
-    "diagonal", "anti_diagonal", "skew_diagonal", "rot90", "dihedral",
-)
-BITS = (2, 4, 6, 8)
+RESULTS = ROOT / "docs" / "results" / "symmetry"
+TRAIN_SEEDS = (0, 1, 2)
+FLEET_SEEDS = (0, 1)
+BITS = (4, 8)
+GROUPS = ("central_skew", "skew_diagonal", "central")
 
-# The smoke test: one device per SNR, one round, a small training set, and the
-# strategies below (4-bit digital; every analog family).
-TINY_OVERRIDES = [
-    "rounds=1",
-    "data.test_per_device=50",
-    "engine.devices_per_node=4",
-    "model.train.train_subset=2000",
-    "model.train.epochs=1",
-]
-TINY_LABELS = re.compile(
-    r"^(fp32|q4|dof-(central|central_skew|dihedral)(-4)?|fullproj-central_skew(-4)?|posthoc-central_skew(-4)?"
-    r"|prune-(mag|rand)(-ft)?(-4)?|prune-mag-ft-posexp-4|monocnn(-4)?)$"
-)
+# The smoke test: a few strategies, one round, a small training set, one device per SNR.
+TINY_OVERRIDES = ["rounds=1", "data.test_per_device=50", "engine.devices_per_node=4", "model.train.train_subset=2000"]
+TINY_LABELS = re.compile(r"^(fp32|q4|(dof|dofx2|fullproj)-central_skew(-4)?|prune-mag-ft(-4)?)$")
+TINY_SEEDS = ((0, 1), (0,))
 
-# Okabe-Ito palette, as the project's report uses.
-OKABE_ITO = ["#000000", "#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072B2", "#D55E00", "#CC79A7", "#999999"]
-# Ten groups: the palette without black, plus two (black is kept for the no-symmetry reference).
-GROUP_COLORS = OKABE_ITO[1:] + ["#882255", "#44AA99"]
-
-
-def group_name(group: str) -> str:
-    # On a 3x3 kernel rot90 and dihedral have the same orbits: the same subspace and model.
-    return group + (" (= dihedral on 3x3)" if group == "rot90" else " (= rot90 on 3x3)" if group == "dihedral" else "")
+# Okabe-Ito without its yellow (too pale on white), as the project's report uses.
+BLACK, ORANGE, SKY, GREEN, BLUE, VERMILION, PURPLE, GREY = (
+    "#000000", "#E69F00", "#56B4E9", "#009E73", "#0072B2", "#D55E00", "#CC79A7", "#999999")
 
 
 # ---- the configs ---------------------------------------------------------------------
 
 
-def study_config(kind: str, tiny: bool = False, overrides: list[str] = ()) -> ExperimentConfig:
-    """The study's config ``kind`` ("digital" or "analog"), optionally cut down to the smoke test."""
+def dataset_overrides(spec: str | None) -> list[str]:
+    """Config overrides for ``--dataset``: a registered dataset's name, or a path to dataset files."""
+    if spec is None:
+        return []
+    path = Path(spec)
+    if not path.exists():
+        return [f"data.dataset={spec}"]
+    if path.suffix == ".npz":
+        fmt = "npz"
+    elif path.is_dir() and any(path.glob("*-ubyte*")):
+        fmt = "idx"
+    elif path.is_dir():
+        fmt = "image-folder"
+    else:
+        raise SystemExit(f"--dataset {spec}: a file that is not .npz; give a .npz file, an image folder or an idx folder")
+    return ["data.dataset=files", f"data.path={path.resolve()}", f"data.format={fmt}"]
+
+
+def study_config(kind: str, fleet_seed: int = 0, tiny: bool = False, overrides: list[str] = (),
+                 train_seeds=TRAIN_SEEDS) -> ExperimentConfig:
+    """The study's config ``kind`` for one fleet seed: every strategy once per training seed
+    (label ``LABEL@tS``, the entry's ``train_seed``), so all models meet the same devices and noise."""
     path = STUDY_CONFIGS[kind]
     tree = yaml.safe_load(path.read_text())
     if tiny:
@@ -83,68 +89,159 @@ def study_config(kind: str, tiny: bool = False, overrides: list[str] = ()) -> Ex
         tree["name"] = tree["name"] + "-tiny"
         apply_overrides(tree, list(TINY_OVERRIDES))
         tree["fleet"]["devices"] = len(tree["fleet"]["link"]["snr_db"])  # one device per SNR
-    apply_overrides(tree, list(overrides))
+    tree["strategies"] = [{**s, "label": f"{s['label']}@t{t}", "train_seed": t}
+                          for t in train_seeds for s in tree["strategies"]]
+    apply_overrides(tree, [f"seed={fleet_seed}", *overrides])
+    tree["name"] = f"{tree['name']}-f{fleet_seed}"
     return validate_tree(tree, str(path))
 
 
+def split_label(label: str) -> tuple[str, int | None]:
+    """``LABEL@tS`` -> (LABEL, S); a label without a seed -> (label, None)."""
+    match = re.fullmatch(r"(.+)@t(\d+)", label)
+    return (match.group(1), int(match.group(2))) if match else (label, None)
+
+
 def describe_label(label: str) -> dict:
-    """What a study label means: family, group, mode, bits (None: float32)."""
-    bits = None
-    match = re.search(r"-(\d+)$", label)
-    base = label
-    if match and not label.startswith("q"):
-        bits, base = int(match.group(1)), label[: match.start()]
+    """What a study label means: family, group, bits (None: float32)."""
+    label = split_label(label)[0]
     if label.startswith("q") and label[1:].isdigit():
         return {"family": "quantise", "group": "", "bits": int(label[1:])}
     if label == "fp32":
         return {"family": "fp32", "group": "", "bits": None}
-    for prefix in ("dof", "fullproj", "posthoc"):
+    match = re.search(r"-(\d+)$", label)
+    bits, base = (int(match.group(1)), label[: match.start()]) if match else (None, label)
+    for prefix in ("dofx2", "dof", "fullproj", "posthoc"):
         if base.startswith(prefix + "-"):
             return {"family": prefix, "group": base[len(prefix) + 1:], "bits": bits}
     return {"family": base, "group": "central_skew" if base.startswith("prune") else "", "bits": bits}
 
 
+def run_folder(out: Path, kind: str, fleet_seed: int) -> Path:
+    return out / kind / f"f{fleet_seed}"
+
+
+# ---- training: every model of every training seed, before the fleet runs -------------------
+
+
+def _train_one(job) -> dict:
+    """Train (or find in the cache) one model; runs in a worker process, one torch thread."""
+    import torch
+
+    from strategies.registry import build
+    from testbed.data import load_data
+    from testbed.training import central_model
+
+    torch.set_num_threads(1)
+    spec, model_cfg, data_cfg, seed, base_dir = job
+    config_model = ModelConfig.model_validate(model_cfg)
+    data_model = DataConfig.model_validate(data_cfg)
+    strategy = build(spec)
+    dataset = load_data(data_model, base_dir)
+    start = time.perf_counter()
+    model = central_model(strategy, config_model, dataset, seed, progress=False)
+    info = model.checkpoint_info
+    return {"training_key": strategy.training_key(), "train_seed": seed, "test_accuracy": info["test_accuracy"],
+            "train_seconds": info["train_seconds"], "cached": info["cached"], "wall_s": time.perf_counter() - start,
+            "threads": info.get("threads")}
+
+
+def train_models(kinds, seeds, tiny: bool, overrides: list[str], jobs: int) -> pd.DataFrame:
+    """Every distinct (training key, seed) of the study, trained in ``jobs`` parallel processes."""
+    from strategies.registry import build
+
+    todo = {}
+    for kind in kinds:
+        config = study_config(kind, 0, tiny, overrides, seeds)
+        for label, spec in config.strategy_specs().items():
+            seed = config.train_seed(label)
+            todo.setdefault((build(spec).training_key(), seed), (
+                spec, config.model.model_dump(mode="json"), config.data.model_dump(mode="json"), seed,
+                str(STUDY_CONFIGS[kind].parent)))
+    print(f"[train] {len(todo)} models ({jobs} processes)", flush=True)
+    rows = []
+    with ProcessPoolExecutor(max_workers=jobs) as pool:
+        for row in pool.map(_train_one, todo.values()):
+            print(f"[train] {row['training_key']} seed {row['train_seed']}: {100 * row['test_accuracy']:.2f}%, "
+                  f"{row['train_seconds']:.0f} s{' (cache)' if row['cached'] else ''}", flush=True)
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
 # ---- running ---------------------------------------------------------------------------
 
 
-def run_study(out: Path, tiny: bool, kinds: list[str], overrides: list[str]) -> dict[str, float]:
-    """Run (or resume, or skip when done) each study run; returns the wall seconds of each."""
+def run_study(out: Path, kinds, seeds, fleet_seeds, tiny: bool, overrides: list[str]) -> dict[str, float]:
+    """Run (or resume, or skip when done) every fleet run; returns the wall seconds of each."""
     from testbed.runner import run_experiment
     from testbed.sweep import point_state
 
     walls = {}
     for kind in kinds:
-        config = study_config(kind, tiny, overrides)
-        run_dir = out / kind
-        state = point_state(run_dir, config)
-        print(f"[{kind}] {len(config.strategies)} strategies, {config.fleet.devices} devices, "
-              f"{config.rounds} rounds: {state}", flush=True)
-        start = time.perf_counter()
-        if state != "done":
-            run_experiment(config, run_dir, resume=state == "partial", progress=True, config_path=STUDY_CONFIGS[kind])
-        walls[kind] = time.perf_counter() - start
-        print(f"[{kind}] {walls[kind]:.0f} s", flush=True)
+        for f in fleet_seeds:
+            config = study_config(kind, f, tiny, overrides, seeds)
+            run_dir = run_folder(out, kind, f)
+            state = point_state(run_dir, config)
+            print(f"[{kind} f{f}] {len(config.strategies)} strategies, {config.fleet.devices} devices, "
+                  f"{config.rounds} rounds: {state}", flush=True)
+            start = time.perf_counter()
+            if state != "done":
+                run_experiment(config, run_dir, resume=state == "partial", progress=False,
+                               config_path=STUDY_CONFIGS[kind])
+            walls[f"{kind}/f{f}"] = time.perf_counter() - start
+            print(f"[{kind} f{f}] {walls[f'{kind}/f{f}']:.0f} s", flush=True)
     return walls
+
+
+# ---- the per-device rows -------------------------------------------------------------------
+
+ROW_COLUMNS = ["kind", "train_seed", "fleet_seed", "round", "device_id", "strategy", "family", "group", "bits",
+               "snr_db", "failed", "accuracy", "recon_nmse_db", "recon_nmse_conv_db", "bytes_down",
+               "bytes_down_payload", "bit_errors_down", "repetition_down"]
+
+
+def device_rows(out: Path) -> pd.DataFrame:
+    """Every run folder's per-device rows, in the study's terms, one frame."""
+    from testbed.metrics import failed
+    from testbed.report import load_run
+
+    frames = []
+    for kind in STUDY_CONFIGS:
+        for folder in sorted((out / kind).glob("f*")):
+            if not (folder / "metrics.csv").exists():
+                continue
+            wide = load_run(folder, folder.name).wide
+            rows = wide.rename(columns={"snr_db_down": "snr_db"})
+            split = [split_label(label) for label in rows["label"]]
+            rows["strategy"], rows["train_seed"] = [b for b, _ in split], [t for _, t in split]
+            rows["failed"] = failed(rows)
+            rows["kind"], rows["fleet_seed"] = kind, int(folder.name[1:])
+            described = pd.DataFrame([describe_label(s) for s in rows["strategy"]], index=rows.index)
+            rows = pd.concat([rows.drop(columns=[c for c in described if c in rows]), described], axis=1)
+            frames.append(rows.reindex(columns=ROW_COLUMNS))
+    if not frames:
+        raise SystemExit(f"{out}: no run folders with metrics.csv under digital/ or analog/; run the study first")
+    rows = pd.concat(frames, ignore_index=True)
+    rows["bits"] = rows["bits"].astype("Int64")
+    return rows
 
 
 # ---- statistics ------------------------------------------------------------------------
 
 
-def t_quantile(n: int) -> float:
-    """Two-sided 95% Student-t quantile for n samples (n - 1 degrees of freedom)."""
+def t_half_width(values) -> float:
+    """Half-width of the two-sided 95% Student-t interval of the mean of ``values``."""
+    from scipy.stats import t
+
+    values = np.asarray(values, dtype=float)
+    n = len(values)
     if n < 2:
         return float("nan")
-    try:
-        from scipy.stats import t
-
-        return float(t.ppf(0.975, n - 1))
-    except ImportError:  # scipy is optional; the normal quantile is close for n >= 30
-        return 1.96
+    return float(t.ppf(0.975, n - 1) * values.std(ddof=1) / math.sqrt(n))
 
 
 def power_mean_db(values) -> float:
-    """Mean on the linear scale, in dB (-inf rows are exact: zero error; NaN rows count as the worst)."""
-    # NaN: the received model held inf/NaN weights (bit errors in float32 exponents): the worst.
+    """Mean on the linear scale, in dB (-inf: exact; NaN: non-finite weights received, the worst)."""
     values = np.nan_to_num(np.asarray(values, dtype=float), nan=np.inf)
     if len(values) == 0:
         return float("nan")
@@ -153,616 +250,488 @@ def power_mean_db(values) -> float:
     return float(10 * np.log10(linear)) if linear > 0 else float("-inf")
 
 
-def study_rows(run) -> pd.DataFrame:
-    """The run's per-device rows (the wide view) in the study's terms: ``strategy`` is the label,
-    ``snr_db`` the downlink's, ``failed`` the one definition of a failed device."""
-    from testbed.metrics import failed
+def per_seed(rows: pd.DataFrame) -> pd.DataFrame:
+    """Per (kind, strategy, SNR, training seed): the mean over fleet seeds, devices and rounds."""
+    ok = rows[~rows["failed"]]
+    keys = ["kind", "strategy", "snr_db", "train_seed"]
+    table = ok.groupby(keys, sort=False).agg(acc=("accuracy", "mean"), samples=("accuracy", "size")).reset_index()
+    nmse = ok.groupby(keys, sort=False)["recon_nmse_conv_db"].apply(power_mean_db).rename("kernel_nmse_db")
+    fails = rows.groupby(keys, sort=False)["failed"].sum().rename("failed")
+    bytes_ = rows.groupby(keys, sort=False)["bytes_down"].mean().rename("bytes_down_mean")
+    return table.join(nmse, on=keys).join(fails, on=keys).join(bytes_, on=keys)
 
-    rows = run.wide.rename(columns={"strategy": "strategy_kind", "label": "strategy", "snr_db_down": "snr_db"})
-    rows["failed"] = failed(rows)
-    return rows
 
-
-def snr_table(metrics: pd.DataFrame) -> pd.DataFrame:
-    """Per (strategy, SNR): samples, failures, mean accuracy and its 95% CI, NMSE, bytes.
-
-    A sample is one delivered device-round. Failed deliveries carry no accuracy: they are
-    counted in ``failed`` and left out of the mean (the study's links deliver every time).
-    """
-    rows = []
-    for (label, snr), g in metrics.groupby(["strategy", "snr_db"], sort=False):
-        ok = g[~g["failed"]]
-        acc = ok["accuracy"].to_numpy(dtype=float)
-        n = len(acc)
-        sd = float(acc.std(ddof=1)) if n > 1 else float("nan")
-        half = t_quantile(n) * sd / math.sqrt(n) if n > 1 else float("nan")
-        rows.append({
-            "strategy": label,
-            **describe_label(label),
-            "snr_db": float(snr),
-            "samples": n,
-            "failed": int(g["failed"].sum()),
-            "acc_mean": float(acc.mean()) if n else float("nan"),
-            "acc_ci95": half,
-            "acc_sd": sd,
-            "acc_p10": float(np.percentile(acc, 10)) if n else float("nan"),
-            "nmse_db": power_mean_db(ok["recon_nmse_db"]),
-            "nmse_median_db": float(np.median(np.nan_to_num(ok["recon_nmse_db"].to_numpy(dtype=float), nan=np.inf))) if n else float("nan"),
-            "nmse_channel_db": power_mean_db(ok["recon_nmse_channel_db"]),
-            "bytes_down_mean": float(g["bytes_down"].mean()),
-            "bytes_payload": float(g["bytes_down_payload"].iloc[0]),
-            "bit_errors_mean": float(g["bit_errors_down"].mean()),
-            "repetition_mean": float(g["repetition_down"].mean()) if "repetition_down" in g else float("nan"),
+def headline(rows: pd.DataFrame) -> pd.DataFrame:
+    """Per (kind, strategy, SNR): mean over training seeds and its 95% interval over them (the
+    between-model spread), and the device-level spread (all device-rounds of all runs)."""
+    seeds = per_seed(rows)
+    out = []
+    for (kind, label, snr), g in seeds.groupby(["kind", "strategy", "snr_db"], sort=False):
+        dev = rows[(rows["kind"] == kind) & (rows["strategy"] == label) & (rows["snr_db"] == snr) & ~rows["failed"]]
+        acc = dev["accuracy"].to_numpy(dtype=float)
+        out.append({
+            "kind": kind, "strategy": label, **describe_label(label), "snr_db": float(snr),
+            "train_seeds": len(g), "device_rounds": len(acc), "failed": int(g["failed"].sum()),
+            "acc_mean": float(g["acc"].mean()), "acc_ci95_seeds": t_half_width(g["acc"]),
+            "acc_seed_min": float(g["acc"].min()), "acc_seed_max": float(g["acc"].max()),
+            "acc_device_sd": float(acc.std(ddof=1)) if len(acc) > 1 else float("nan"),
+            "acc_device_p10": float(np.percentile(acc, 10)) if len(acc) else float("nan"),
+            "acc_device_p50": float(np.percentile(acc, 50)) if len(acc) else float("nan"),
+            "acc_device_p90": float(np.percentile(acc, 90)) if len(acc) else float("nan"),
+            "acc_ci95_device_rounds": t_half_width(acc),
+            "kernel_nmse_db": float(g["kernel_nmse_db"].mean()),
+            "kernel_nmse_ci95_seeds": t_half_width(g["kernel_nmse_db"]),
+            "bytes_down_mean": float(g["bytes_down_mean"].mean()),
         })
-    return pd.DataFrame(rows)
+    return pd.DataFrame(out)
 
 
-def strategy_summary(run) -> pd.DataFrame:
-    """Per strategy: payload bytes, whole-model and conv-only ratios, central accuracy, NMSE of compression."""
-    rows = []
-    summary = run.summary.get("strategies", {})
-    for label, payload in run.payloads.items():
-        m = study_rows(run)
-        m = m[m["strategy"] == label]
-        s = summary.get(label, {})
-        rows.append({
-            "strategy": label,
-            **describe_label(label),
-            "payload_bytes": payload.get("total_bytes"),
-            "protected_bytes": payload.get("protected_bytes"),
-            "model_ratio": payload.get("model_ratio"),
-            "conv_ratio": payload.get("conv_ratio"),
-            "central_accuracy": s.get("central_accuracy"),
-            "nmse_compression_db": power_mean_db(m["recon_nmse_compression_db"]),
-            "bytes_down_mean": float(m["bytes_down"].mean()),
-            "acc_mean_all_snr": float(m.loc[~m["failed"], "accuracy"].mean()),
-            "failed": int(m["failed"].sum()),
-        })
-    return pd.DataFrame(rows)
+# Every verdict of docs/RESULTS.md, fixed before the runs: (id, kind, A, B, SNRs, metric, claim).
+# Analog SNRs "transition": where the float32 plain model is neither broken nor clean (below).
+VERDICTS = [
+    ("C1-skew-4-low", "digital", "dof-central_skew-4", "prune-mag-ft-4", (0, 2.5), "accuracy", 1),
+    ("C1-skew-8-low", "digital", "dof-central_skew-8", "prune-mag-ft-8", (0, 2.5), "accuracy", 1),
+    ("C1-skew-4-5dB", "digital", "dof-central_skew-4", "prune-mag-ft-4", (5,), "accuracy", 1),
+    ("C1-skewdiag-4-low", "digital", "dof-skew_diagonal-4", "prune-mag-ft-4", (0, 2.5), "accuracy", 1),
+    ("C1-central-4-5dB", "digital", "dof-central-4", "prune-mag-ft-4", (5,), "accuracy", 1),
+    ("C1-skew-4-clean", "digital", "dof-central_skew-4", "prune-mag-ft-4", (20,), "accuracy", 1),
+    ("C1-analog", "analog", "dof-central_skew", "prune-mag-ft", "transition", "accuracy", 1),
+    ("C2-posexp-4", "digital", "prune-mag-ft-posexp-4", "prune-mag-ft-4", (5, 7.5), "accuracy", 2),
+    ("C3-skew-vs-central-4", "digital", "dof-central_skew-4", "dof-central-4", (2.5, 5), "accuracy", 3),
+    ("C3-skew-vs-skewdiag-4-low", "digital", "dof-central_skew-4", "dof-skew_diagonal-4", (0, 2.5), "accuracy", 3),
+    ("C3-skew-vs-skewdiag-4-clean", "digital", "dof-central_skew-4", "dof-skew_diagonal-4", (20,), "accuracy", 3),
+    ("C4-proj-vs-dof-4", "digital", "fullproj-central_skew-4", "dof-central_skew-4", (0, 2.5), "accuracy", 4),
+    ("C4-proj-vs-q-4", "digital", "fullproj-central_skew-4", "q4", (0, 2.5), "accuracy", 4),
+    ("C4-proj-vs-repeat-skew-4", "digital", "fullproj-central_skew-4", "dofx2-central_skew-4", (0, 2.5), "accuracy", 4),
+    ("C4-proj-vs-repeat-skew-8", "digital", "fullproj-central_skew-8", "dofx2-central_skew-8", (0, 2.5), "accuracy", 4),
+    ("C4-proj-vs-repeat-central-4", "digital", "fullproj-central-4", "dofx2-central-4", (2.5, 5), "accuracy", 4),
+    ("C4-proj-vs-repeat-skew-analog", "analog", "fullproj-central_skew", "dofx2-central_skew", "transition", "accuracy", 4),
+    ("C4-kernel-proj-vs-repeat-skew-analog", "analog", "fullproj-central_skew", "dofx2-central_skew", "all",
+     "recon_nmse_conv_db", 4),
+    ("C4-kernel-proj-vs-dof-skew-analog", "analog", "fullproj-central_skew", "dof-central_skew", "all",
+     "recon_nmse_conv_db", 4),
+]
+TRANSITION = (0.2, 0.95)  # fp32's mean accuracy bounds of the analog "transition" SNRs
 
 
-def models_table(run_dir: Path) -> pd.DataFrame:
-    """One row per trained model (training key): test accuracy and training time, from the checkpoint cache."""
-    from strategies.registry import build
-    from testbed.checkpoints import checkpoint_key, checkpoint_path, load_checkpoint
-    from testbed.config import load_config
-    from testbed.data import load_dataset
-    from testbed.training import training_parts
+def holm(pvalues) -> np.ndarray:
+    """Holm's step-down adjusted p-values (family-wise error control), in the input order."""
+    p = np.asarray(pvalues, dtype=float)
+    order = np.argsort(p)
+    m = len(p)
+    adjusted = np.empty(m)
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * p[i]))
+        adjusted[i] = running
+    return adjusted
 
-    config = load_config(run_dir / "config.yaml")
-    dataset = load_dataset(config.data.dataset, config.data.dir)
-    rows = {}
-    for spec in config.strategy_specs().values():
-        strategy = build(spec)
-        key = strategy.training_key()
-        if key in rows:
-            rows[key]["labels"] += 1
-            continue
-        found = load_checkpoint(checkpoint_path(checkpoint_key(training_parts(strategy, config.model, dataset, config.seed))))
-        meta = found[1] if found else {}
-        rows[key] = {"training_key": key, "labels": 1, "test_accuracy": meta.get("test_accuracy"),
-                     "train_seconds": meta.get("train_seconds"), "threads": meta.get("threads")}
-    return pd.DataFrame(list(rows.values()))
+
+def verdict_snrs(rows: pd.DataFrame, kind: str, snrs) -> tuple:
+    present = sorted(rows.loc[rows["kind"] == kind, "snr_db"].unique())
+    if snrs == "all":
+        return tuple(present)
+    if snrs == "transition":
+        fp = rows[(rows["kind"] == kind) & (rows["strategy"] == "fp32") & ~rows["failed"]]
+        mean = fp.groupby("snr_db")["accuracy"].mean()
+        return tuple(float(s) for s, a in mean.items() if TRANSITION[0] <= a <= TRANSITION[1])
+    return tuple(float(s) for s in snrs if float(s) in present)
+
+
+def paired_differences(rows: pd.DataFrame, kind: str, a: str, b: str, snrs, metric: str) -> pd.DataFrame:
+    """A minus B on the same (training seed, fleet seed, round, device): the same test images and
+    the same link-noise generator (keyed by seed, round, device and transfer)."""
+    keys = ["train_seed", "fleet_seed", "round", "device_id"]
+    sel = rows[(rows["kind"] == kind) & rows["snr_db"].isin(snrs) & ~rows["failed"]]
+    left = sel[sel["strategy"] == a][keys + [metric]]
+    right = sel[sel["strategy"] == b][keys + [metric]]
+    both = left.merge(right, on=keys, suffixes=("_a", "_b"))
+    both["diff"] = both[f"{metric}_a"] - both[f"{metric}_b"]
+    return both
+
+
+def verdict_tests(rows: pd.DataFrame) -> pd.DataFrame:
+    """Each verdict: the mean paired difference per training seed, a one-sample t-test over the
+    seeds (the models are the independent repetitions), the device-level Wilcoxon signed-rank test
+    (conditional on these models), and both p-values Holm-adjusted over all verdicts."""
+    from scipy.stats import ttest_1samp, wilcoxon
+
+    out = []
+    for vid, kind, a, b, snrs, metric, claim in VERDICTS:
+        snrs = verdict_snrs(rows, kind, snrs)
+        both = paired_differences(rows, kind, a, b, snrs, metric)
+        finite = both[np.isfinite(both["diff"])]
+        per = finite.groupby("train_seed")["diff"].mean()
+        n = len(per)
+        p_seed = float(ttest_1samp(per.to_numpy(), 0.0).pvalue) if n >= 2 and per.std() > 0 else float("nan")
+        nonzero = finite["diff"].to_numpy()
+        p_dev = float(wilcoxon(nonzero).pvalue) if np.count_nonzero(nonzero) >= 1 else 1.0
+        out.append({"verdict": vid, "claim": claim, "kind": kind, "a": a, "b": b, "metric": metric,
+                    "snr_db": " ".join(f"{s:g}" for s in snrs), "train_seeds": n, "pairs": len(both),
+                    "pairs_nonfinite": len(both) - len(finite), "mean_diff": float(per.mean()) if n else float("nan"),
+                    "ci95_seeds": t_half_width(per), "seed_diffs": " ".join(f"{x:+.4f}" for x in per),
+                    "p_seeds": p_seed, "p_devices": p_dev})
+    table = pd.DataFrame(out)
+    for col in ("p_seeds", "p_devices"):
+        p = table[col].fillna(1.0).to_numpy()
+        table[col + "_holm"] = holm(p)
+    better_lower = table["metric"] != "accuracy"
+
+    def word(row, col):
+        if not row[col] < 0.05:
+            return "not significant"
+        a_better = (row["mean_diff"] < 0) if better_lower[row.name] else (row["mean_diff"] > 0)
+        return "A better" if a_better else "B better"
+
+    table["verdict_seeds"] = [word(r, "p_seeds_holm") for _, r in table.iterrows()]
+    table["verdict_devices"] = [word(r, "p_devices_holm") for _, r in table.iterrows()]
+    return table
 
 
 # ---- figures -----------------------------------------------------------------------------
-
-
-def machine_line(runs: dict) -> str:
-    """Where and how long: printed at the foot of every figure."""
-    parts = [f"{kind}: {run.summary.get('wall_s', float('nan')):.0f} s fleet wall" for kind, run in runs.items()]
-    mach = next(iter(runs.values())).summary.get("machine", {})
-    cpus = mach.get("cpus", os.cpu_count())
-    return (f"measured on {mach.get('platform', platform.platform())}, {cpus} CPUs, torch {mach.get('torch', '?')}, "
-            f"flwr {mach.get('flwr', '?')}; " + "; ".join(parts))
 
 
 def _foot(fig, text: str) -> None:
     fig.text(0.01, 0.005, text, fontsize=6, color="#555555", ha="left", va="bottom")
 
 
-def _legend_on_filled(axes, **kwargs) -> None:
-    """The legend on the last panel that has labelled lines."""
-    for ax in reversed(list(axes)):
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(**kwargs)
-            return
+def _line(ax, table: pd.DataFrame, label: str, name: str, color: str, style: str = "-", marker: str = "o",
+          y: str = "acc_mean", err: str | None = "acc_ci95_seeds") -> None:
+    f = table[table["strategy"] == label].sort_values("snr_db")
+    if not len(f):
+        return
+    ax.errorbar(f["snr_db"], f[y], yerr=None if err is None else f[err], label=name, color=color, linestyle=style,
+                marker=marker, markersize=3.5, capsize=2, linewidth=1.3)
 
 
-def _errorline(ax, frame: pd.DataFrame, label: str, color: str, style: str = "-", marker: str = "o") -> None:
-    f = frame.sort_values("snr_db")
-    ax.errorbar(f["snr_db"], f["acc_mean"], yerr=f["acc_ci95"], label=label, color=color,
-                linestyle=style, marker=marker, markersize=3, capsize=2, linewidth=1.2)
-
-
-def _series(table: pd.DataFrame, label: str) -> pd.DataFrame:
-    return table[table["strategy"] == label]
-
-
-def fig_accuracy_vs_snr_bits(table: pd.DataFrame, foot: str, path: Path) -> None:
-    """Digital: accuracy against Eb/N0, one panel per bit-width, the families of the study."""
+def _finish(fig, axes, foot: str, path: Path, legend_cols: int = 4) -> None:
+    """The legend below the panels (never over a curve), the foot line, the file."""
+    handles, labels = [], []
+    for ax in np.atleast_1d(axes):
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            if lab not in labels:
+                handles.append(h)
+                labels.append(lab)
+    rows = math.ceil(len(labels) / legend_cols)
+    bottom = 0.06 + 0.045 * rows
+    fig.legend(handles, labels, loc="lower center", ncol=legend_cols, fontsize=7.5, frameon=False,
+               bbox_to_anchor=(0.5, 0.025))
+    fig.tight_layout(rect=(0, bottom, 1, 1))
+    _foot(fig, foot)
+    fig.savefig(path, dpi=110)
     import matplotlib.pyplot as plt
 
-    lines = [
-        ("q{b}", "quantise (all 9 values)", OKABE_ITO[0], "-"),
-        ("dof-central_skew-{b}", "DoF central_skew", OKABE_ITO[6], "-"),
-        ("dof-central-{b}", "DoF central", OKABE_ITO[5], "-"),
-        ("fullproj-central_skew-{b}", "full+project central_skew", OKABE_ITO[6], ":"),
-        ("posthoc-central_skew-{b}", "posthoc central_skew", OKABE_ITO[7], "--"),
-        ("prune-mag-{b}", "prune magnitude", OKABE_ITO[3], "-"),
-        ("prune-mag-ft-{b}", "prune magnitude + fine-tune", OKABE_ITO[3], "--"),
-        ("prune-rand-{b}", "prune random", OKABE_ITO[1], "-"),
-        ("prune-rand-ft-{b}", "prune random + fine-tune", OKABE_ITO[1], "--"),
-        ("prune-mag-ft-posexp-{b}", "prune mag. + ft, positions exposed", OKABE_ITO[8], "-."),
-        ("monocnn-{b}", "MonoCNN (8 seeds/layer)", OKABE_ITO[2], "-"),
-    ]
-    fig, axes = plt.subplots(1, 4, figsize=(15, 4.2), sharey=True)
-    for ax, b in zip(axes, BITS):
-        for pattern, name, color, style in lines:
-            f = _series(table, pattern.format(b=b))
-            if len(f):
-                _errorline(ax, f, name, color, style)
+    plt.close(fig)
+
+
+CODEC_LINES = [  # (label pattern, legend, colour, style, marker)
+    ("q{b}", "quantise (plain model, all 9 values)", BLACK, "-", "s"),
+    ("dof-central_skew{b}", "DoF central_skew", VERMILION, "-", "o"),
+    ("dof-skew_diagonal{b}", "DoF skew_diagonal", PURPLE, "-", "v"),
+    ("dof-central{b}", "DoF central", BLUE, "-", "D"),
+    ("fullproj-central_skew{b}", "full+project central_skew", VERMILION, ":", "o"),
+    ("dofx2-central_skew{b}", "DoF central_skew sent twice (averaged)", ORANGE, "--", "o"),
+    ("posthoc-central_skew{b}", "posthoc central_skew", GREY, "--", "x"),
+    ("prune-mag{b}", "prune magnitude", GREEN, "-", "^"),
+    ("prune-mag-ft{b}", "prune magnitude + fine-tune (same budget)", GREEN, "--", "P"),
+    ("prune-mag-ft-posexp{b}", "prune mag. + ft, positions exposed", SKY, "-.", "X"),
+]
+
+
+def fig_accuracy_vs_snr(table: pd.DataFrame, foot: str, path: Path) -> None:
+    """Digital: accuracy against Eb/N0 per bit-width, intervals over training seeds."""
+    import matplotlib.pyplot as plt
+
+    t = table[table["kind"] == "digital"]
+    fig, axes = plt.subplots(1, len(BITS), figsize=(6.5 * len(BITS), 4.6), sharey=True)
+    for ax, b in zip(np.atleast_1d(axes), BITS):
+        for pattern, name, color, style, marker in CODEC_LINES:
+            label = pattern.format(b=b) if pattern.startswith("q") else pattern.format(b=f"-{b}")
+            _line(ax, t, label, name, color, style, marker)
         ax.set_title(f"{b}-bit values, BPSK over AWGN")
         ax.set_xlabel("Eb/N0 (dB)")
         ax.grid(alpha=0.3)
-    axes[0].set_ylabel("device accuracy (mean, 95% CI)")
-    axes[0].set_ylim(0, 1.02)
-    _legend_on_filled(axes, fontsize=7, loc="lower right")
-    fig.tight_layout(rect=(0, 0.03, 1, 1))
-    _foot(fig, foot)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    np.atleast_1d(axes)[0].set_ylabel("device accuracy (3 models, 95% CI)")
+    np.atleast_1d(axes)[0].set_ylim(0, 1.02)
+    _finish(fig, axes, foot, path)
 
 
-def fig_groups_vs_snr(table: pd.DataFrame, summary: pd.DataFrame, foot: str, path: Path, bits_list=(4, 8)) -> None:
-    """Digital: every symmetry group in dof mode, accuracy against Eb/N0."""
+def fig_device_spread(table: pd.DataFrame, foot: str, path: Path) -> None:
+    """The device-level spread: median and 10-90% band of device-round accuracies (all runs)."""
     import matplotlib.pyplot as plt
 
-    colors = GROUP_COLORS
-    fig, axes = plt.subplots(1, len(bits_list), figsize=(6 * len(bits_list), 4.2), sharey=True)
-    axes = np.atleast_1d(axes)
-    for ax, b in zip(axes, bits_list):
-        for i, g in enumerate(GROUPS):
-            label = f"dof-{g}-{b}"
-            f = _series(table, label)
+    panels = [("digital", 4), ("analog", None)]
+    panels = [p for p in panels if (table["kind"] == p[0]).any()]
+    fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 4.6))
+    chosen = [("q{b}", "quantise / fp32", BLACK), ("dof-central_skew{b}", "DoF central_skew", VERMILION),
+              ("fullproj-central_skew{b}", "full+project central_skew", BLUE),
+              ("prune-mag-ft{b}", "prune magnitude + fine-tune", GREEN)]
+    for ax, (kind, b) in zip(np.atleast_1d(axes), panels):
+        t = table[table["kind"] == kind]
+        for i, (pattern, name, color) in enumerate(chosen):
+            label = (f"q{b}" if b else "fp32") if pattern.startswith("q") else pattern.format(b=f"-{b}" if b else "")
+            f = t[t["strategy"] == label].sort_values("snr_db")
             if not len(f):
                 continue
-            ratio = summary.loc[summary["strategy"] == label, "conv_ratio"]
-            r = f" (conv {float(ratio.iloc[0]):.2f}x)" if len(ratio) else ""
-            _errorline(ax, f, group_name(g) + r, colors[i % len(colors)], "-" if i < 5 else "--", "o" if g != "dihedral" else "x")
-        f = _series(table, f"q{b}")
-        if len(f):
-            _errorline(ax, f, f"quantise {b}-bit (plain model, all 9 values)", "#000000", ":", "s")
-        ax.set_title(f"DoF codec, every group, {b}-bit")
-        ax.set_xlabel("Eb/N0 (dB)")
+            x = f["snr_db"] + (i - 1.5) * 0.18  # side by side, not on top of each other
+            ax.errorbar(x, f["acc_device_p50"], yerr=[f["acc_device_p50"] - f["acc_device_p10"],
+                                                      f["acc_device_p90"] - f["acc_device_p50"]],
+                        color=color, marker="o", markersize=3.5, capsize=2, linewidth=1.0, label=name)
+        ax.set_title(f"{kind}" + (f", {b}-bit" if b else ", float32") + ": device-round accuracies")
+        ax.set_xlabel("Eb/N0 (dB)" if kind == "digital" else "SNR per value (dB)")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, loc="lower right")
-    axes[0].set_ylabel("device accuracy (mean, 95% CI)")
-    axes[0].set_ylim(0, 1.02)
-    fig.tight_layout(rect=(0, 0.03, 1, 1))
-    _foot(fig, foot)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+        ax.set_ylim(0, 1.02)
+    np.atleast_1d(axes)[0].set_ylabel("median and 10-90% range over device-rounds")
+    _finish(fig, axes, foot, path)
 
 
-FAMILY_STYLE = {
-    "quantise": (OKABE_ITO[0], "s"),
-    "dof": (OKABE_ITO[6], "o"),
-    "fullproj": (OKABE_ITO[5], "D"),
-    "posthoc": (OKABE_ITO[7], "v"),
-    "prune-mag": (OKABE_ITO[3], "^"),
-    "prune-mag-ft": (OKABE_ITO[3], "P"),
-    "prune-rand": (OKABE_ITO[1], "^"),
-    "prune-rand-ft": (OKABE_ITO[1], "P"),
-    "prune-mag-ft-posexp": (OKABE_ITO[8], "X"),
-    "monocnn": (OKABE_ITO[2], "*"),
-    "fp32": ("#444444", "h"),
-}
-
-
-def fig_accuracy_vs_bytes(table: pd.DataFrame, foot: str, path: Path, snrs=(0.0, 2.5, 5.0, 10.0, 20.0)) -> None:
-    """Digital: accuracy against bytes sent per device (payload + protection), at a few SNRs."""
+def fig_projection(table: pd.DataFrame, foot: str, path: Path) -> None:
+    """Projection against repetition at equal redundancy: accuracy and kernel NMSE."""
     import matplotlib.pyplot as plt
 
-    snrs = [s for s in snrs if s in set(table["snr_db"])]
-    fig, axes = plt.subplots(1, len(snrs), figsize=(4.2 * len(snrs), 4.2), sharey=True)
-    axes = np.atleast_1d(axes)
-    for ax, snr in zip(axes, snrs):
-        t = table[(table["snr_db"] == snr)]
-        for family, (color, marker) in FAMILY_STYLE.items():
-            f = t[t["family"] == family]
-            if family == "dof":  # central_skew highlighted; other groups small
-                other = f[f["group"] != "central_skew"]
-                ax.scatter(other["bytes_down_mean"] / 1e3, other["acc_mean"], s=10, color=color, alpha=0.35, marker=marker)
-                f = f[f["group"] == "central_skew"]
-            elif family in ("fullproj", "posthoc"):
-                f = f[f["group"] == "central_skew"]
-            if not len(f):
-                continue
-            f = f.sort_values("bytes_down_mean")
-            ax.errorbar(f["bytes_down_mean"] / 1e3, f["acc_mean"], yerr=f["acc_ci95"], color=color, marker=marker,
-                        linestyle="-" if family not in ("fp32",) else "none", linewidth=0.8, markersize=5,
-                        capsize=2, label=family + (" central_skew" if family in ("dof", "fullproj", "posthoc") else ""))
-        ax.set_xscale("log")
-        ax.set_title(f"Eb/N0 = {snr:g} dB")
-        ax.set_xlabel("kB sent per device and round (log)")
-        ax.grid(alpha=0.3, which="both")
-    axes[0].set_ylabel("device accuracy (mean, 95% CI)")
-    axes[0].set_ylim(0, 1.02)
-    axes[-1].legend(fontsize=6.5, loc="lower right")
-    fig.suptitle("Accuracy against bytes (points along a line: 2, 4, 6, 8 bits; faint dots: the other DoF groups)", fontsize=9)
-    fig.tight_layout(rect=(0, 0.03, 1, 0.97))
-    _foot(fig, foot)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def fig_nmse_vs_snr(digital: pd.DataFrame | None, analog: pd.DataFrame | None, foot: str, path: Path) -> None:
-    """Reconstruction NMSE (received vs float model, linear mean in dB) against SNR."""
-    import matplotlib.pyplot as plt
-
-    panels = []
-    if digital is not None:
-        panels += [(digital, b, f"digital, {b}-bit") for b in (4, 8)]
-    if analog is not None:
-        panels.append((analog, None, "analog, float32 amplitudes"))
-    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4.2))
-    axes = np.atleast_1d(axes)
-    for ax, (table, b, title) in zip(axes, panels):
-        suffix = f"-{b}" if b else ""
-        lines = [
-            (f"q{b}" if b else "fp32", "quantise" if b else "fp32 (raw)", OKABE_ITO[0], "-"),
-            (f"dof-central_skew{suffix}", "DoF central_skew", OKABE_ITO[6], "-"),
-            (f"fullproj-central_skew{suffix}", "full+project central_skew", OKABE_ITO[6], ":"),
-            (f"dof-central{suffix}", "DoF central", OKABE_ITO[5], "-"),
-            (f"fullproj-central{suffix}", "full+project central", OKABE_ITO[5], ":"),
-            (f"posthoc-central_skew{suffix}", "posthoc central_skew", OKABE_ITO[7], "--"),
-            (f"prune-mag-ft{suffix}", "prune magnitude + ft", OKABE_ITO[3], "--"),
-            (f"prune-rand{suffix}", "prune random", OKABE_ITO[1], "-"),
-        ]
-        for label, name, color, style in lines:
-            f = _series(table, label).sort_values("snr_db")
-            if len(f):
-                y = np.clip(f["nmse_db"].to_numpy(dtype=float), -80, 80)
-                ax.plot(f["snr_db"], y, color=color, linestyle=style, marker="o", markersize=3, label=name)
-        ax.set_title(title)
-        ax.set_xlabel("Eb/N0 (dB)" if b else "SNR per value (dB)")
-        ax.set_ylabel("NMSE received vs float model (dB, clipped to +-80)")
+    fig, axes = plt.subplots(1, 3, figsize=(17, 4.6))
+    lines = [("dof-central_skew{b}", "DoF central_skew (4 values/kernel)", VERMILION, "-"),
+             ("dofx2-central_skew{b}", "DoF central_skew sent twice (8 values)", ORANGE, "--"),
+             ("fullproj-central_skew{b}", "full+project central_skew (9 values)", BLUE, ":"),
+             ("dof-central{b}", "DoF central (5 values)", GREEN, "-"),
+             ("dofx2-central{b}", "DoF central sent twice (10 values)", SKY, "--"),
+             ("fullproj-central{b}", "full+project central (9 values)", PURPLE, ":")]
+    for ax, kind, y, err, ylabel in ((axes[0], "digital", "acc_mean", "acc_ci95_seeds", "device accuracy, 4-bit"),
+                                     (axes[1], "analog", "acc_mean", "acc_ci95_seeds", "device accuracy, float32"),
+                                     (axes[2], "analog", "kernel_nmse_db", "kernel_nmse_ci95_seeds",
+                                      "conv-kernel NMSE (dB), float32")):
+        t = table[table["kind"] == kind]
+        for pattern, name, color, style in lines:
+            _line(ax, t, pattern.format(b="-4" if kind == "digital" else ""), name, color, style, "o", y, err)
+        ax.set_title(f"{kind}: {ylabel}")
+        ax.set_xlabel("Eb/N0 (dB)" if kind == "digital" else "SNR per value (dB)")
+        ax.set_ylabel(ylabel + " (95% CI over models)")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    fig.tight_layout(rect=(0, 0.03, 1, 1))
-    _foot(fig, foot)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    axes[0].set_ylim(0, 1.02)
+    axes[1].set_ylim(0, 1.02)
+    _finish(fig, axes, foot, path, legend_cols=3)
 
 
 def fig_analog(table: pd.DataFrame, foot: str, path: Path) -> None:
-    """Analog: accuracy against SNR for every float32 strategy."""
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2), sharey=True)
-    colors = GROUP_COLORS
-    for i, g in enumerate(GROUPS):
-        f = _series(table, f"dof-{g}")
-        if len(f):
-            _errorline(axes[0], f, f"dof {group_name(g)}", colors[i % len(colors)], "-" if i < 5 else "--", "o" if g != "dihedral" else "x")
-    f = _series(table, "fp32")
-    if len(f):
-        _errorline(axes[0], f, "fp32 (plain model, no symmetry)", "#000000", ":", "s")
-    lines = [
-        ("fp32", "fp32 (raw)", OKABE_ITO[0], "-"),
-        ("dof-central_skew", "DoF central_skew", OKABE_ITO[6], "-"),
-        ("fullproj-central_skew", "full+project central_skew", OKABE_ITO[6], ":"),
-        ("posthoc-central_skew", "posthoc central_skew", OKABE_ITO[7], "--"),
-        ("dof-central", "DoF central", OKABE_ITO[5], "-"),
-        ("fullproj-central", "full+project central", OKABE_ITO[5], ":"),
-        ("posthoc-central", "posthoc central", OKABE_ITO[5], "--"),
-        ("prune-mag", "prune magnitude", OKABE_ITO[3], "-"),
-        ("prune-mag-ft", "prune magnitude + ft", OKABE_ITO[3], "--"),
-        ("prune-rand", "prune random", OKABE_ITO[1], "-"),
-        ("prune-rand-ft", "prune random + ft", OKABE_ITO[1], "--"),
-        ("monocnn", "MonoCNN", OKABE_ITO[2], "-"),
-    ]
-    for label, name, color, style in lines:
-        f = _series(table, label)
-        if len(f):
-            _errorline(axes[1], f, name, color, style)
-    axes[0].set_title("analog: DoF codec, every group (float32 theta)")
-    axes[1].set_title("analog: codec against baselines (float32)")
-    for ax in axes:
-        ax.set_xlabel("SNR per value (dB)")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, loc="lower right")
-    axes[0].set_ylabel("device accuracy (mean, 95% CI)")
-    axes[0].set_ylim(0, 1.02)
-    fig.tight_layout(rect=(0, 0.03, 1, 1))
-    _foot(fig, foot)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    t = table[table["kind"] == "analog"]
+    fig, ax = plt.subplots(figsize=(8, 4.8))
+    for pattern, name, color, style, marker in [("fp32", "fp32 (plain model)", BLACK, "-", "s")] + CODEC_LINES[1:]:
+        _line(ax, t, pattern.format(b=""), name, color, style, marker)
+    ax.set_xlabel("SNR per value (dB)")
+    ax.set_ylabel("device accuracy (3 models, 95% CI)")
+    ax.set_title("analog links, float32 values, BatchNorm folded")
+    ax.set_ylim(0, 1.02)
+    ax.grid(alpha=0.3)
+    _finish(fig, ax, foot, path, legend_cols=3)
 
 
-def fig_ratios(summary: pd.DataFrame, table: pd.DataFrame, foot: str, path: Path, bits: int = 8, acc_bits: int = 4,
-               snr: float = 5.0) -> None:
-    """The trade-off: conv-only compression ratio against accuracy, per group (and baselines)."""
+def fig_ratios(strategies: pd.DataFrame, table: pd.DataFrame, foot: str, path: Path, snr: float = 2.5) -> None:
+    """Bytes against accuracy at one SNR, 4-bit: each strategy a numbered point, the names in the legend."""
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.4))
-    s = summary[summary["bits"] == bits].copy()
-    s = s[s["family"].isin(["dof", "quantise", "prune-mag", "prune-mag-ft", "prune-rand", "prune-rand-ft", "monocnn", "posthoc"])]
-    s = s.sort_values("model_ratio")
+    t = table[(table["kind"] == "digital") & (table["snr_db"] == snr) & (table["bits"] == 4)]
+    fig, axes = plt.subplots(1, 2, figsize=(14, 4.8))
+    s = strategies[(strategies["kind"] == "digital") & (strategies["bits"] == 4)].sort_values("model_ratio")
     y = np.arange(len(s))
-    axes[0].barh(y - 0.2, s["model_ratio"], height=0.4, color=OKABE_ITO[5], label="whole model")
-    axes[0].barh(y + 0.2, s["conv_ratio"], height=0.4, color=OKABE_ITO[1], label="conv kernels only")
+    axes[0].barh(y - 0.2, s["model_ratio"], height=0.4, color=BLUE, label="whole model")
+    axes[0].barh(y + 0.2, s["conv_ratio"], height=0.4, color=ORANGE, label="conv kernels only")
     axes[0].set_yticks(y, s["strategy"], fontsize=7)
-    axes[0].set_xlabel(f"compression ratio against float32 (payload, {bits}-bit)")
-    axes[0].legend(fontsize=7)
+    axes[0].set_xlabel("compression ratio against float32 (payload, 4-bit)")
     axes[0].grid(alpha=0.3, axis="x")
-    # Accuracy at a bit-width and SNR where the strategies differ (at 8 bits and 10 dB all are near 99%).
-    t = table[(table["bits"] == acc_bits) & (table["snr_db"] == snr)]
-    s = summary[summary["bits"] == acc_bits]
-    s = s[s["family"].isin(["dof", "quantise", "prune-mag", "prune-mag-ft", "prune-rand", "prune-rand-ft", "monocnn", "posthoc", "fullproj"])]
-    for _, row in s.iterrows():
-        acc = t.loc[t["strategy"] == row["strategy"], ["acc_mean", "acc_ci95"]]
-        if not len(acc):
-            continue
-        color, marker = FAMILY_STYLE.get(row["family"], ("#444444", "o"))
-        axes[1].errorbar(row["conv_ratio"], acc["acc_mean"].iloc[0], yerr=acc["acc_ci95"].iloc[0], color=color,
-                         marker=marker, capsize=2)
-        name = row["group"] if row["family"] == "dof" else row["family"] + (f" {row['group']}" if row["family"] in ("posthoc", "fullproj") else "")
-        axes[1].annotate(name, (row["conv_ratio"], acc["acc_mean"].iloc[0]), fontsize=6, xytext=(3, 2),
-                         textcoords="offset points")
+    colors = [BLACK, VERMILION, PURPLE, BLUE, GREEN, SKY, ORANGE, GREY]
+    markers = "osD^v<>PXh*p"  # 12 shapes against 8 colours: no two points look alike
+    seen: dict[int, int] = {}
+    for i, (_, row) in enumerate(t.sort_values("bytes_down_mean").iterrows()):
+        kb = row["bytes_down_mean"] / 1e3
+        same = seen.get(round(kb * 10), 0)  # equal bytes (q4 and both full+project): side by side
+        seen[round(kb * 10)] = same + 1
+        axes[1].errorbar(kb * 1.04 ** same, row["acc_mean"], yerr=row["acc_ci95_seeds"], marker=markers[i % len(markers)],
+                         color=colors[i % len(colors)], linestyle="none", capsize=2, label=f"{row['strategy']}")
     axes[1].set_xscale("log")
-    axes[1].set_xlabel(f"conv-kernel compression ratio against float32 ({acc_bits}-bit, log)")
-    axes[1].set_ylabel(f"device accuracy at Eb/N0 = {snr:g} dB, {acc_bits}-bit (mean, 95% CI)")
-    axes[1].grid(alpha=0.3)
-    fig.tight_layout(rect=(0, 0.03, 1, 1))
-    _foot(fig, foot)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    axes[1].set_xlabel(f"kB sent per device at Eb/N0 = {snr:g} dB (payload + protection, log)")
+    axes[1].set_ylabel("device accuracy, 4-bit (95% CI over models)")
+    axes[1].set_ylim(0, 1.02)
+    axes[1].grid(alpha=0.3, which="both")
+    _finish(fig, axes, foot, path, legend_cols=5)
 
 
-# ---- conv-kernel NMSE: the fleet's transmissions replayed ---------------------------------
-
-# The run folders' NMSE covers every float tensor, so BatchNorm statistics (sent as they are,
-# never projected) weigh in. The receiver projection acts on conv kernels only; to see it, the
-# same transmissions as the fleet's (same links, same generator keys, round 1) are replayed for
-# a subset of strategies and the error is measured on the 3x3 kernels alone.
-KERNEL_NMSE_LABELS = re.compile(
-    r"^(fp32|q[48]|(dof|fullproj|posthoc)-(central|central_skew)(-[48])?|prune-(mag|rand)(-ft)?(-posexp)?(-[48])?)$"
-)
+# ---- tables ------------------------------------------------------------------------------
 
 
-def kernel_nmse(run_dir: Path, round_: int = 1) -> pd.DataFrame:
-    """Per (strategy, device) of ``round_``: the conv-kernel NMSE of the received model, in dB."""
-    from strategies.registry import build
-    from testbed.checkpoints import checkpoint_key, checkpoint_path
-    from testbed.config import load_config
-    from testbed.data import load_dataset
-    from testbed.fleet import Fleet
-    from testbed.training import receiver_model
-    from testbed.payload import PayloadError
-    from testbed.rng import derive_rng
-    from testbed.training import central_model, training_parts
+def strategy_table(out: Path) -> pd.DataFrame:
+    """Per (kind, strategy): payload bytes and ratios (from the first run folder of each kind)."""
+    from testbed.report import load_run
 
-    config = load_config(run_dir / "config.yaml")
-    dataset = load_dataset(config.data.dataset, config.data.dir)
-    fleet = Fleet.from_config(config.fleet, config.seed, base_dir=run_dir)
     rows = []
-    for label, spec in config.strategy_specs().items():
-        if not KERNEL_NMSE_LABELS.match(label):
+    for kind in STUDY_CONFIGS:
+        folders = sorted((out / kind).glob("f*"))
+        if not folders:
             continue
-        strategy = build(spec)
-        key = checkpoint_key(training_parts(strategy, config.model, dataset, config.seed))
-        if not checkpoint_path(key).exists():  # never train here: the study's models only
-            print(f"kernel NMSE: {label}: no cached model in the checkpoint cache, skipped", flush=True)
-            continue
-        model = central_model(strategy, config.model, dataset, config.seed, progress=False)
-        reference = {k: v.detach().double() for k, v in model.state_dict().items() if is_conv_kernel(v)}
-        power = sum(float(v.pow(2).sum()) for v in reference.values())
-        template = receiver_model(strategy, config, dataset).state_dict()
-        payload = strategy.read(strategy.encode(model.state_dict()).to_bytes(), template)
-        clean = strategy.decode(payload, template)
-        clean_err = sum(float((clean[k].double() - v).pow(2).sum()) for k, v in reference.items())
-        for device in fleet.available(round_, config.seed):
-            link = fleet.link(device.device_id)
-            tx = link.transmit(payload, derive_rng(config.seed, "link", round_, device.device_id, "down"))
-            row = {"strategy": label, **describe_label(label), "device_id": device.device_id,
-                   "snr_db": float(link.params.snr_db), "kernel_nmse_db": float("nan"),
-                   "kernel_nmse_compression_db": 10 * math.log10(clean_err / power) if clean_err > 0 else float("-inf")}
-            if tx.received is not None:
-                try:
-                    state = strategy.decode(tx.received, template)
-                except PayloadError:
-                    state = None
-                if state is not None:
-                    err = sum(float((state[k].double() - v).pow(2).sum()) for k, v in reference.items())
-                    # NaN/inf: the received kernels hold inf/NaN (float32 exponent bits hit); 0: exact
-                    if not math.isfinite(err):
-                        row["kernel_nmse_db"] = float("nan")
-                    else:
-                        row["kernel_nmse_db"] = 10 * math.log10(err / power) if err > 0 else float("-inf")
-            rows.append(row)
+        run = load_run(folders[0], folders[0].name)
+        for label, p in run.payloads.items():
+            label, seed = split_label(label)
+            if seed not in (None, min(TRAIN_SEEDS)):  # every training seed's payload has the same size
+                continue
+            rows.append({"kind": kind, "strategy": label, **describe_label(label), "payload_bytes": p.get("total_bytes"),
+                         "protected_bytes": p.get("protected_bytes"), "model_ratio": p.get("model_ratio"),
+                         "conv_ratio": p.get("conv_ratio")})
     return pd.DataFrame(rows)
 
 
-def fig_kernel_nmse(tables: dict[str, pd.DataFrame], foot: str, path: Path) -> None:
-    """Conv-kernel NMSE against SNR: the projection's effect where it acts."""
-    import matplotlib.pyplot as plt
-
-    panels = [(k, b) for k, b in (("digital", 4), ("digital", 8), ("analog", None)) if k in tables]
-    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4.2))
-    axes = np.atleast_1d(axes)
-    for ax, (kind, b) in zip(axes, panels):
-        t = tables[kind]
-        suffix = f"-{b}" if b else ""
-        lines = [
-            (f"q{b}" if b else "fp32", "quantise (plain model)" if b else "fp32 (plain model)", OKABE_ITO[0], "-"),
-            (f"dof-central_skew{suffix}", "DoF central_skew", OKABE_ITO[6], "-"),
-            (f"fullproj-central_skew{suffix}", "full+project central_skew", OKABE_ITO[6], ":"),
-            (f"dof-central{suffix}", "DoF central", OKABE_ITO[5], "-"),
-            (f"fullproj-central{suffix}", "full+project central", OKABE_ITO[5], ":"),
-            (f"posthoc-central_skew{suffix}", "posthoc central_skew", OKABE_ITO[7], "--"),
-            (f"prune-mag-ft{suffix}", "prune magnitude + ft", OKABE_ITO[3], "--"),
-            (f"prune-mag-ft-posexp{suffix}", "prune mag. + ft, positions exposed", OKABE_ITO[8], "-."),
-        ]
-        for label, name, color, style in lines:
-            f = t[t["strategy"] == label]
-            if not len(f):
-                continue
-            g = f.groupby("snr_db")["kernel_nmse_db"].apply(power_mean_db).reset_index()
-            ax.plot(g["snr_db"], np.clip(g["kernel_nmse_db"], -80, 80), color=color, linestyle=style, marker="o",
-                    markersize=3, label=name)
-        ax.set_title(f"conv kernels only, {kind}" + (f", {b}-bit" if b else ", float32"))
-        ax.set_xlabel("Eb/N0 (dB)" if b else "SNR per value (dB)")
-        ax.set_ylabel("kernel NMSE vs server float kernels (dB)")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    fig.tight_layout(rect=(0, 0.03, 1, 1))
-    _foot(fig, foot + "; round-1 transmissions replayed")
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def _pm(mean: float, ci: float) -> str:
-    if math.isnan(mean):
+def _pm(mean: float, ci: float, scale: float = 100.0) -> str:
+    if mean != mean:
         return "-"
-    return f"{100 * mean:.1f}" if math.isnan(ci) else f"{100 * mean:.1f} ± {100 * ci:.1f}"
+    return f"{scale * mean:.1f}" if ci != ci else f"{scale * mean:.1f} ± {scale * ci:.1f}"
 
 
-def accuracy_markdown(table: pd.DataFrame, summary: pd.DataFrame, labels: list[str]) -> str:
-    """Rows: labels; columns: payload, ratios, then accuracy (%) ± 95% CI half-width per SNR."""
-    snrs = sorted(table["snr_db"].unique())
-    head = ["strategy", "payload (B)", "ratio model", "ratio conv"] + [f"{s:g} dB" for s in snrs]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+def accuracy_markdown(table: pd.DataFrame, kind: str, labels, col: str = "acc_mean", ci: str = "acc_ci95_seeds",
+                      scale: float = 100.0) -> str:
+    t = table[table["kind"] == kind]
+    snrs = sorted(t["snr_db"].unique())
+    lines = ["| strategy | " + " | ".join(f"{s:g} dB" for s in snrs) + " |", "|---|" + "---|" * len(snrs)]
     for label in labels:
-        t = table[table["strategy"] == label]
-        s = summary[summary["strategy"] == label]
-        if not len(t) or not len(s):
+        f = t[t["strategy"] == label]
+        if not len(f):
             continue
-        row = s.iloc[0]
-        cells = [label, f"{int(row['payload_bytes']):,}", f"{row['model_ratio']:.2f}", f"{row['conv_ratio']:.2f}"]
+        cells = []
         for snr in snrs:
-            x = t[t["snr_db"] == snr]
-            cells.append(_pm(float(x["acc_mean"].iloc[0]), float(x["acc_ci95"].iloc[0])) if len(x) else "-")
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n" if len(lines) > 2 else "(no rows)\n"
+            x = f[f["snr_db"] == snr]
+            cells.append(_pm(float(x[col].iloc[0]), float(x[ci].iloc[0]), scale) if len(x) else "-")
+        lines.append(f"| `{label}` | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
 
 
-def summary_markdown(tables: dict, summaries: dict, models: pd.DataFrame) -> str:
-    """The tables of docs/RESULTS.md, generated (accuracy in %, ± the 95% CI half-width)."""
+def tables_markdown(table: pd.DataFrame, tests: pd.DataFrame, models: pd.DataFrame, strategies: pd.DataFrame) -> str:
     out = ["# Study tables (generated by scripts/reproduce_symmetry.py)\n",
-           "Device accuracy in %, mean over delivered device-rounds ± half-width of the 95% t-interval.\n"]
-    out.append("## Trained models\n")
-    out.append("| training key | strategies using it | test accuracy (10,000 images) | training time (s) |\n|---|---|---|---|")
-    for _, r in models.iterrows():
-        acc = f"{100 * r['test_accuracy']:.2f}" if r["test_accuracy"] == r["test_accuracy"] and r["test_accuracy"] is not None else "-"
-        sec = f"{r['train_seconds']:.0f}" if r["train_seconds"] == r["train_seconds"] and r["train_seconds"] is not None else "-"
-        key = r["training_key"] if not str(r["training_key"]).startswith("monocnn") else "monocnn (8 seeds/layer)"
-        out.append(f"| {key} | {r['labels']} | {acc} | {sec} |")
+           "Accuracy in %: mean over the training seeds (each seed: the mean over both fleet seeds, every device and "
+           "round) ± the half-width of the 95% t-interval over the training seeds (2 degrees of freedom).\n",
+           "## Trained models\n", "| training key | seed | test accuracy (%) | training time (s) | threads |",
+           "|---|---|---|---|---|"]
+    for _, r in models.sort_values(["training_key", "train_seed"]).iterrows():
+        out.append(f"| {r['training_key']} | {r['train_seed']} | {100 * r['test_accuracy']:.2f} | "
+                   f"{r['train_seconds']:.0f} | {r['threads']} |")
+    summary = models.groupby("training_key")["test_accuracy"].agg(["mean", "min", "max"])
+    out += ["", "| training key | mean test accuracy (%) | min | max |", "|---|---|---|---|"]
+    for key, r in summary.iterrows():
+        out.append(f"| {key} | {100 * r['mean']:.2f} | {100 * r['min']:.2f} | {100 * r['max']:.2f} |")
+    out += ["", "## Payloads\n", "| run | strategy | payload (B) | protected (B) | model ratio | conv ratio |",
+            "|---|---|---|---|---|---|"]
+    for _, r in strategies.iterrows():
+        out.append(f"| {r['kind']} | `{r['strategy']}` | {int(r['payload_bytes']):,} | {int(r['protected_bytes']):,} | "
+                   f"{r['model_ratio']:.2f} | {r['conv_ratio']:.2f} |")
     out.append("")
-    if "digital" in tables:
-        d, s = tables["digital"], summaries["digital"]
-        for b in BITS:
-            out.append(f"## Digital (BPSK over AWGN), every group in dof mode, {b}-bit\n")
-            out.append(accuracy_markdown(d, s, [f"q{b}"] + [f"dof-{g}-{b}" for g in GROUPS]))
-        for b in BITS:
-            out.append(f"## Digital, codec against baselines, {b}-bit\n")
-            labels = [f"q{b}", f"dof-central_skew-{b}", f"dof-central-{b}", f"fullproj-central_skew-{b}", f"fullproj-central-{b}",
-                      f"posthoc-central_skew-{b}", f"posthoc-central-{b}", f"prune-mag-{b}", f"prune-mag-ft-{b}", f"prune-rand-{b}",
-                      f"prune-rand-ft-{b}", f"prune-mag-ft-posexp-{b}", f"monocnn-{b}"]
-            out.append(accuracy_markdown(d, s, labels))
-        out.append("## Digital, float32 sent as bits\n")
-        out.append(accuracy_markdown(d, s, ["fp32"]))
-    if "analog" in tables:
-        a, s = tables["analog"], summaries["analog"]
-        out.append("## Analog (float32 amplitudes)\n")
-        out.append(accuracy_markdown(a, s, list(s["strategy"])))
-    return "\n".join(out)
+    for kind in ("digital", "analog"):
+        labels = list(strategies.loc[strategies["kind"] == kind, "strategy"])
+        if labels:
+            out += [f"## {kind}: accuracy (%), 95% CI over training seeds\n", accuracy_markdown(table, kind, labels)]
+            out += [f"## {kind}: conv-kernel NMSE (dB), 95% CI over training seeds\n",
+                    accuracy_markdown(table, kind, labels, "kernel_nmse_db", "kernel_nmse_ci95_seeds", 1.0)]
+    out += ["## Paired tests (every verdict; Holm over all of them)\n",
+            "A - B per training seed on the same devices, rounds and noise draws; `p seeds`: one-sample t-test of the "
+            "three per-seed mean differences; `p devices`: Wilcoxon signed-rank over every device-round pair "
+            "(conditional on these models). Accuracy differences in points, NMSE in dB.\n",
+            "| verdict | claim | A | B | SNR (dB) | A - B | 95% CI (seeds) | per seed | p seeds (Holm) | p devices (Holm) | verdict (seeds) | verdict (devices) |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for _, r in tests.iterrows():
+        scale = 100.0 if r["metric"] == "accuracy" else 1.0
+        per = " ".join(f"{scale * float(x):+.1f}" for x in str(r["seed_diffs"]).split())
+        out.append(f"| {r['verdict']} | {r['claim']} | `{r['a']}` | `{r['b']}` | {r['snr_db']} | {scale * r['mean_diff']:+.1f} | "
+                   f"± {scale * r['ci95_seeds']:.1f} | {per} | {r['p_seeds']:.2g} ({r['p_seeds_holm']:.2g}) | "
+                   f"{r['p_devices']:.2g} ({r['p_devices_holm']:.2g}) | {r['verdict_seeds']} | {r['verdict_devices']} |")
+    return "\n".join(out) + "\n"
 
 
 # ---- the whole analysis ------------------------------------------------------------------
 
 
-def make_figures(out: Path, results: Path, walls: dict[str, float] | None = None, kernel: bool = True) -> None:
-    """Read the run folders under ``out`` and write figures, tables and the report into ``results``."""
+def machine() -> dict:
+    import torch
+
+    return {"platform": platform.platform(), "python": platform.python_version(), "cpus": os.cpu_count(),
+            "torch": torch.__version__}
+
+
+def make_figures(out: Path, results: Path, timing: dict | None, models: pd.DataFrame | None) -> None:
+    """Analyse the run folders under ``out``; write figures, tables, tests and rows into ``results``."""
     import matplotlib
 
     matplotlib.use("Agg")
-    from testbed.report import load_run, write_report
-
     results.mkdir(parents=True, exist_ok=True)
-    runs = {kind: load_run(out / kind, kind) for kind in STUDY_CONFIGS if (out / kind / "metrics.csv").exists()}
-    if not runs:
-        raise SystemExit(f"{out}: no run folders with metrics.csv (digital/, analog/); run the study first")
-    foot = machine_line(runs)
-    tables, summaries = {}, {}
-    for kind, run in runs.items():
-        tables[kind] = snr_table(study_rows(run))
-        summaries[kind] = strategy_summary(run)
-        tables[kind].to_csv(results / f"{kind}_by_snr.csv", index=False, float_format="%.6g")
-        summaries[kind].to_csv(results / f"{kind}_strategies.csv", index=False, float_format="%.6g")
-    if "digital" in runs:
-        d, s = tables["digital"], summaries["digital"]
-        fig_accuracy_vs_snr_bits(d, foot, results / "digital_accuracy_vs_snr.png")
-        fig_groups_vs_snr(d, s, foot, results / "digital_groups_vs_snr.png")
-        fig_accuracy_vs_bytes(d, foot, results / "digital_accuracy_vs_bytes.png")
-        fig_ratios(s, d, foot, results / "compression_ratios.png")
-    if "analog" in runs:
-        fig_analog(tables["analog"], foot, results / "analog_accuracy_vs_snr.png")
-    fig_nmse_vs_snr(tables.get("digital"), tables.get("analog"), foot, results / "nmse_vs_snr.png")
-    if kernel:
-        start = time.perf_counter()
-        ktables = {}
-        for kind in runs:
-            ktables[kind] = kernel_nmse(out / kind)
-            ktables[kind].to_csv(results / f"{kind}_kernel_nmse.csv", index=False, float_format="%.6g")
-            summary = ktables[kind].groupby(["strategy", "snr_db"])["kernel_nmse_db"].apply(power_mean_db).reset_index()
-            summary.to_csv(results / f"{kind}_kernel_nmse_by_snr.csv", index=False, float_format="%.6g")
-        fig_kernel_nmse(ktables, foot, results / "kernel_nmse_vs_snr.png")
-        print(f"kernel NMSE replay: {time.perf_counter() - start:.0f} s")
-
-    models = pd.concat([models_table(out / kind) for kind in runs]).drop_duplicates("training_key", keep="first")
-    models.to_csv(results / "models.csv", index=False, float_format="%.6g")
-    (results / "tables.md").write_text(summary_markdown(tables, summaries, models))
-    # The project's own report of both runs, beside the figures.
-    report = write_report([out / k for k in runs], results / "report.html", labels=list(runs))
-    print(f"report: {report}")
+    rows = device_rows(out)
+    rows.to_parquet(results / "devices.parquet", index=False, compression="zstd")
+    table = headline(rows)
+    table.to_csv(results / "by_snr.csv", index=False, float_format="%.6g")
+    per_seed(rows).to_csv(results / "by_snr_and_seed.csv", index=False, float_format="%.6g")
+    tests = verdict_tests(rows)
+    tests.to_csv(results / "tests.csv", index=False, float_format="%.6g")
+    strategies = strategy_table(out)
+    strategies.to_csv(results / "strategies.csv", index=False, float_format="%.6g")
+    if models is None and (results / "models.csv").exists():
+        models = pd.read_csv(results / "models.csv")
+    if models is not None:
+        models.to_csv(results / "models.csv", index=False, float_format="%.6g")
+    meta_path = results / "study_meta.json"
+    if timing is None and meta_path.exists():  # figures only: keep the measured times
+        timing = json.loads(meta_path.read_text()).get("timing")
+    foot = (f"{machine()['platform']}, {os.cpu_count()} CPUs shared with other work; "
+            f"{int(rows['train_seed'].nunique())} training seeds x {int(rows['fleet_seed'].nunique())} fleet seeds"
+            + (f"; whole study {timing['total_s'] / 60:.0f} min" if timing and "total_s" in timing else ""))
+    if (rows["kind"] == "digital").any():
+        fig_accuracy_vs_snr(table, foot, results / "digital_accuracy_vs_snr.png")
+        fig_ratios(strategies, table, foot, results / "compression_ratios.png")
+    if (rows["kind"] == "analog").any():
+        fig_analog(table, foot, results / "analog_accuracy_vs_snr.png")
+    fig_device_spread(table, foot, results / "device_spread.png")
+    fig_projection(table, foot, results / "projection_vs_repetition.png")
+    (results / "tables.md").write_text(tables_markdown(table, tests, models if models is not None else pd.DataFrame(
+        columns=["training_key", "train_seed", "test_accuracy", "train_seconds", "threads"]), strategies))
     meta = {
-        "runs": {k: {"run_folder": k, "wall_s": r.summary.get("wall_s"), "rounds_done": r.summary.get("rounds_done"),
-                     "devices": int(r.wide["device_id"].nunique()), "strategies": int(r.wide["label"].nunique()),
-                     "rows": len(r.wide)} for k, r in runs.items()},
-        "machine": next(iter(runs.values())).summary.get("machine", {}),
-        "study_wall_s": walls,
-        "load_average_now": os.getloadavg(),
+        "runs": sorted(f"{k}/{p.name}" for k in STUDY_CONFIGS for p in (out / k).glob("f*")),
+        "train_seeds": sorted(int(x) for x in rows["train_seed"].unique()),
+        "fleet_seeds": sorted(int(x) for x in rows["fleet_seed"].unique()),
+        "device_rows": len(rows),
+        "machine": machine(),
+        "timing": timing,
+        "load_average_at_analysis": list(os.getloadavg()),
     }
-    previous = results / "study_meta.json"
-    if walls is None and previous.exists():  # figures only: keep the study's measured wall times
-        meta["study_wall_s"] = json.loads(previous.read_text()).get("study_wall_s")
-    previous.write_text(json.dumps(meta, indent=2, default=str) + "\n")
+    meta_path.write_text(json.dumps(meta, indent=2, default=str) + "\n")
     print(f"figures and tables in {results}")
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", default=None, help="folder of the study's run folders (default runs/symmetry-study, runs/symmetry-tiny with --tiny)")
-    parser.add_argument("--results", default=None, help="where figures and tables go (default docs/results; with --tiny OUT/results)")
-    parser.add_argument("--figures-only", action="store_true", help="make figures and tables from existing run folders; run nothing")
-    parser.add_argument("--tiny", action="store_true", help="smoke test: one device per SNR, 1 round, 2,000 training images, a subset of strategies")
-    parser.add_argument("--only", choices=list(STUDY_CONFIGS), action="append", help="run only this study run (repeatable)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="config override for both runs")
-    parser.add_argument("--no-kernel-nmse", action="store_true", help="skip the conv-kernel NMSE replay (needs the checkpoint cache)")
+    parser.add_argument("--out", default=None, help="folder of the run folders (default runs/symmetry-study; --tiny: runs/symmetry-tiny)")
+    parser.add_argument("--results", default=None, help="figures and tables (default docs/results; with --tiny or --dataset: OUT/results)")
+    parser.add_argument("--figures-only", action="store_true", help="analyse existing run folders; run nothing")
+    parser.add_argument("--tiny", action="store_true", help="smoke test: 2 training seeds, 1 fleet seed, few strategies")
+    parser.add_argument("--dataset", default=None, help="a registered dataset name, or a path to dataset files (.npz, image folder, idx folder)")
+    parser.add_argument("--only", choices=list(STUDY_CONFIGS), action="append", help="run only this kind (repeatable)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="config override for every run")
+    parser.add_argument("--jobs", type=int, default=2, help="parallel training processes (default 2)")
     args = parser.parse_args(argv)
 
-    out = Path(args.out or ("runs/symmetry-tiny" if args.tiny else "runs/symmetry-study"))
-    results = Path(args.results) if args.results else (out / "results" if args.tiny else RESULTS)
-    walls = None
+    overrides = dataset_overrides(args.dataset) + args.overrides
+    default_out = "runs/symmetry-tiny" if args.tiny else ("runs/symmetry-study" if args.dataset is None else
+                                                          f"runs/symmetry-{Path(args.dataset).stem}")
+    out = Path(args.out or default_out)
+    results = Path(args.results) if args.results else (out / "results" if args.tiny or args.dataset else RESULTS)
+    seeds, fleet_seeds = TINY_SEEDS if args.tiny else (TRAIN_SEEDS, FLEET_SEEDS)
+    kinds = args.only or list(STUDY_CONFIGS)
+    timing, models = None, None
     if not args.figures_only:
-        if not os.environ.get("TESTBED_DATA_DIR"):
-            print("note: TESTBED_DATA_DIR is not set; MNIST is read from ~/.cache/testbed/data", flush=True)
         start = time.perf_counter()
-        walls = run_study(out, args.tiny, args.only or list(STUDY_CONFIGS), args.overrides)
-        walls["total"] = time.perf_counter() - start
-    make_figures(out, results, walls, kernel=not args.no_kernel_nmse)
+        models = train_models(kinds, seeds, args.tiny, overrides, args.jobs)
+        trained = time.perf_counter() - start
+        walls = run_study(out, kinds, seeds, fleet_seeds, args.tiny, overrides)
+        timing = {"training_s": trained, "fleet_runs_s": walls, "started_utc": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(time.time() - (time.perf_counter() - start)))}
+        analysis = time.perf_counter()
+        make_figures(out, results, timing, models)
+        timing["analysis_s"] = time.perf_counter() - analysis
+        timing["total_s"] = time.perf_counter() - start
+        timing["load_average_1_5_15_at_end"] = list(os.getloadavg())
+    make_figures(out, results, timing, models)
     return 0
 
 

@@ -14,7 +14,8 @@ for those, their segments (``tensor_specs``), how to encode them
 tensor goes through the value coding as it is (``plain_specs``,
 ``encode_plain``, ``decode_plain``). BatchNorm's ``num_batches_tracked``
 counters are not sent: inference does not read them, and the receiver fills
-them with 0.
+them with 0. A received BatchNorm ``running_var`` is clamped at ``VARIANCE_FLOOR``
+(``valid_variance``), so channel noise never builds a model that outputs NaN.
 
 Segment names start with the tensor name they carry (``conv1.weight``,
 ``conv1.weight/q``), which is how byte counts are attributed to tensors.
@@ -40,6 +41,10 @@ from testbed.payload import FORMAT_BYTES, Payload, PayloadSchema, Segment, Segme
 State = Mapping[str, torch.Tensor]
 
 BATCH_COUNTER = "num_batches_tracked"
+RUNNING_VAR = "running_var"
+# The smallest BatchNorm variance a receiver accepts: BatchNorm adds its eps (> 0) before the
+# square root, so every variance >= 0 gives finite outputs; a trained one is never below it.
+VARIANCE_FLOOR = 0.0
 
 
 class StrategyOptions(ValueCoding):
@@ -90,11 +95,20 @@ class Strategy:
         """Change a model before training (default: leave it as it is)."""
         return model
 
+    def finetune_epochs_within_budget(self) -> float | None:
+        """Epochs of ``after_training``'s fine-tuning taken out of the training recipe's budget.
+
+        None (default): fine-tuning, where a strategy does it, repeats the whole recipe on top.
+        A number e: central training runs epochs - e, the fine-tuning the last e epochs.
+        """
+        return None
+
     def after_training(self, model: torch.nn.Module, finetune) -> torch.nn.Module:
         """Finish a trained model before it is sent (default: leave it as it is).
 
         ``finetune(model)`` trains ``model`` further in place with the training
-        config; strategies such as pruning with fine-tuning call it. The model
+        config (or the epochs of ``finetune_epochs_within_budget``); strategies such as
+        pruning with fine-tuning call it. The model
         returned must have plain parameters (no parametrisations), so that its
         state_dict matches the receiver's template.
         """
@@ -185,6 +199,8 @@ class Strategy:
                 out[name] = self.decode_tensor(payload, name, like, template)
             else:
                 out[name] = decode_plain(payload, name, like, coding)
+            if is_running_var(name):
+                out[name] = valid_variance(out[name])
         return out
 
     def __repr__(self) -> str:
@@ -217,6 +233,22 @@ def is_conv_kernel(tensor: torch.Tensor) -> bool:
 def is_batch_counter(name: str) -> bool:
     """BatchNorm's step counter: not needed for inference, so never sent."""
     return name.rsplit(".", 1)[-1] == BATCH_COUNTER
+
+
+def is_running_var(name: str) -> bool:
+    return name.rsplit(".", 1)[-1] == RUNNING_VAR
+
+
+def valid_variance(variance: torch.Tensor) -> torch.Tensor:
+    """A received BatchNorm variance the receiver can use: NaN or below VARIANCE_FLOOR becomes the
+    floor, +inf the largest float32.
+
+    Channel noise can make a variance negative (analog links, bit errors); sqrt(var + eps) is then
+    NaN and so is every output. The sender's variances are never negative, so this changes nothing
+    on a clean channel (our choice of the rule: clamping, not sending log-variance, keeps the wire
+    format; a floor of 0 and not a positive one keeps tiny trained variances exactly).
+    """
+    return torch.nan_to_num(variance, nan=VARIANCE_FLOOR).clamp_min(VARIANCE_FLOOR)
 
 
 def tensor_rows(t: torch.Tensor) -> int:

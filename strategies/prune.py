@@ -5,6 +5,9 @@ of its n weights, chosen by ``method`` (largest magnitude, or uniformly at
 random from a generator seeded by (seed, tensor name)); ``match: GROUP`` sets
 keep to that group's dof / k^2 per layer, so the pruned layer sends exactly as
 many values as the symmetry DoF codec. Other tensors are sent as they are.
+With ``finetune`` the pruned model is fine-tuned with a fixed mask: by default for the
+whole training recipe again, with ``finetune_epochs: e`` for the recipe's last e epochs
+(pruning after epochs - e), so that it has the training budget of every other model.
 
 Wire layout of a pruned tensor NAME (m is computed by the receiver from the
 config and the template's shape, and so is the position coding chosen from
@@ -50,12 +53,17 @@ class PruneOptions(StrategyOptions):
     method: Literal["magnitude", "random"] = "magnitude"
     seed: int = Field(default=0, ge=0)
     finetune: bool = False
+    # None: fine-tuning repeats the whole training recipe after pruning (twice the budget);
+    # e: the recipe's last e epochs are the fine-tuning (the same budget as every other model).
+    finetune_epochs: float | None = Field(default=None, gt=0)
     positions: Literal["protected", "exposed"] = "protected"
 
     @model_validator(mode="after")
     def _keep_or_match(self):
         if (self.keep is None) == (self.match is None):
             raise ValueError("set exactly one of keep (a fraction) and match (a symmetry group)")
+        if self.finetune_epochs is not None and not self.finetune:
+            raise ValueError("finetune_epochs needs finetune: true")
         return self
 
 
@@ -126,7 +134,11 @@ class PruneStrategy(Strategy):
         if not o.finetune:
             return "plain"
         keep = f"match={o.match}" if o.match is not None else f"{o.keep:g}"
-        return f"prune:{o.method}:{keep}:finetune:{o.seed}"
+        within = "" if o.finetune_epochs is None else f":within={o.finetune_epochs:g}"
+        return f"prune:{o.method}:{keep}:finetune:{o.seed}{within}"
+
+    def finetune_epochs_within_budget(self) -> float | None:
+        return self.options.finetune_epochs
 
     def after_training(self, model: torch.nn.Module, finetune) -> torch.nn.Module:
         """With ``finetune``: prune with a fixed mask, fine-tune, return plain weights with the zeros."""

@@ -14,6 +14,12 @@ theta = B^T vec(W) (B: orthonormal DoF basis of ``testbed.symmetry``). Modes:
 - ``posthoc``: project an ordinarily trained model and send theta (the wire
   format of ``dof``; the sender never refuses).
 
+``repeat: r`` sends every kernel value r times (the copies side by side in each
+output channel's row) and the receiver averages the copies before rebuilding the
+kernel: ``dof`` with ``repeat: 2`` is the equal-redundancy baseline of
+``full+project``, which for the antisymmetric groups sends each free value twice
+(as a and -a).
+
 Conv kernels are 4-D float tensors with square k x k kernels, k > 1
 (``strategies.base.is_conv_kernel``); every other tensor is sent as it is.
 Wire layout of a kernel: ``NAME`` (values: theta or all k*k values) and
@@ -27,9 +33,9 @@ from typing import Literal
 
 import numpy as np
 import torch
-from pydantic import ConfigDict
+from pydantic import ConfigDict, Field
 
-from strategies.base import State, Strategy, StrategyOptions, encode_plain, is_conv_kernel, plain_specs
+from strategies.base import State, Strategy, StrategyOptions, is_conv_kernel
 from strategies.values import decode_values, encode_values, value_specs
 from testbed.payload import Payload, Segment, SegmentSpec
 from testbed.symmetry import GROUPS, symmetry_group
@@ -45,6 +51,9 @@ class SymmetryOptions(StrategyOptions):
     model_config = ConfigDict(extra="forbid", frozen=True)
     group: Group = "central_skew"
     mode: Mode = "dof"
+    # Each kernel value sent this many times, the copies averaged at the receiver: dof with
+    # repeat 2 has the redundancy of full+project (which sends every free value about twice).
+    repeat: int = Field(default=1, ge=1, le=16)
 
 
 class SymmetryStrategy(Strategy):
@@ -80,23 +89,27 @@ class SymmetryStrategy(Strategy):
     def handles(self, name: str, tensor: torch.Tensor) -> bool:
         return is_conv_kernel(tensor)
 
+    def _values_per_kernel(self, k: int) -> int:
+        return k * k if self.options.mode == "full+project" else symmetry_group(self.options.group, k).dof
+
     def tensor_specs(self, name: str, like: torch.Tensor) -> list[SegmentSpec]:
-        if self.options.mode == "full+project":
-            return plain_specs(name, like, self.coding)
         c_out, c_in, k, _ = like.shape
-        dof = symmetry_group(self.options.group, k).dof
-        return value_specs(name, c_out * c_in * dof, self.coding, rows=c_out)
+        count = c_out * c_in * self._values_per_kernel(k) * self.options.repeat
+        return value_specs(name, count, self.coding, rows=c_out)
 
     def encode_tensor(self, name: str, tensor: torch.Tensor) -> list[Segment]:
-        if self.options.mode == "full+project":
-            return encode_plain(name, tensor, self.coding)
         c_out, c_in, k, _ = tensor.shape
-        basis = self._basis(k)
         kernels = tensor.detach().to(torch.float32).cpu().reshape(c_out * c_in, k * k)
-        theta = kernels @ basis  # torch matmul: steadily faster than numpy's for these thin shapes
-        if self.options.mode == "dof":
-            self._check_symmetric(name, kernels, theta @ basis.T)
-        return encode_values(name, theta.numpy(), self.coding, rows=c_out)
+        if self.options.mode == "full+project":
+            values = kernels
+        else:
+            basis = self._basis(k)
+            values = kernels @ basis  # theta; torch matmul: steadily faster than numpy's for these thin shapes
+            if self.options.mode == "dof":
+                self._check_symmetric(name, kernels, values @ basis.T)
+        # copies side by side within each output channel's row (per-channel quantiser ranges hold)
+        rows = values.reshape(c_out, -1)
+        return encode_values(name, torch.cat([rows] * self.options.repeat, dim=1).numpy(), self.coding, rows=c_out)
 
     def _check_symmetric(self, name: str, kernels: torch.Tensor, projected: torch.Tensor) -> None:
         norm = float(torch.linalg.vector_norm(kernels))
@@ -111,12 +124,14 @@ class SymmetryStrategy(Strategy):
     def decode_tensor(self, payload: Payload, name: str, like: torch.Tensor, template: State) -> torch.Tensor:
         c_out, c_in, k, _ = like.shape
         basis = self._basis(k)
+        per_kernel, repeat = self._values_per_kernel(k), self.options.repeat
+        received = decode_values(payload, name, c_out * c_in * per_kernel * repeat, self.coding, rows=c_out)
+        values = torch.from_numpy(received).reshape(c_out, repeat, c_in * per_kernel).mean(dim=1)
+        values = values.reshape(c_out * c_in, per_kernel)
         if self.options.mode == "full+project":
-            values = decode_values(payload, name, like.numel(), self.coding, rows=c_out)
-            kernels = torch.from_numpy(values).reshape(c_out * c_in, k * k) @ (basis @ basis.T)
+            kernels = values @ (basis @ basis.T)
         else:
-            theta = decode_values(payload, name, c_out * c_in * basis.shape[1], self.coding, rows=c_out)
-            kernels = torch.from_numpy(theta).reshape(c_out * c_in, basis.shape[1]) @ basis.T
+            kernels = values @ basis.T
         return kernels.reshape(tuple(like.shape)).to(like.dtype)
 
 

@@ -109,6 +109,9 @@ class ModelConfig(Section):
     arch: str = "deepcnn"  # a registered model (testbed.models.registry): deepcnn, resnet18
     width: int | None = Field(default=None, ge=1)  # first-stage channels; default: the model's own (32 deepcnn, 64 resnet18)
     train: TrainConfig = TrainConfig()
+    # Models sent for inference carry BatchNorm folded into the conv before it (testbed.models.batchnorm):
+    # applied after training, so it is not part of what the checkpoint cache keys.
+    fold_batchnorm: bool = False
 
     @field_validator("arch")
     @classmethod
@@ -137,6 +140,9 @@ class StrategyEntry(BaseModel):
     model_config = ConfigDict(extra="allow")
     label: str
     strategy: str
+    # The seed of this label's centrally trained model (default: the run's seed, which also keys
+    # the fleet): models of several training seeds can meet the same devices and noise in one run.
+    train_seed: int | None = Field(default=None, ge=0)
 
 
 class ExperimentConfig(Section):
@@ -164,7 +170,12 @@ class ExperimentConfig(Section):
 
     def strategy_specs(self) -> dict[str, dict]:
         """label -> the options dict that :func:`strategies.registry.build` takes."""
-        return {e.label: e.model_dump() for e in self.strategies}
+        return {e.label: e.model_dump(exclude={"train_seed"}) for e in self.strategies}
+
+    def train_seed(self, label: str) -> int:
+        """The training seed of a label's central model: its entry's ``train_seed``, else the run's seed."""
+        entry = next(e for e in self.strategies if e.label == label)
+        return self.seed if entry.train_seed is None else entry.train_seed
 
 
 # ---- loading -----------------------------------------------------------------------

@@ -154,10 +154,24 @@ def initial_model(strategy, model_cfg, input_shape, num_classes: int, seed: int)
         return strategy.prepare_model(model)
 
 
-def model_template(strategy, model_cfg, input_shape, num_classes: int, seed: int = 0) -> nn.Module:
-    """A model with the architecture (state names, shapes) of what ``strategy`` sends."""
+def _trained_form(strategy, model_cfg, input_shape, num_classes: int, seed: int) -> nn.Module:
+    """A model with the architecture of what ``strategy`` trains and caches (BatchNorm not folded)."""
     model = initial_model(strategy, model_cfg, input_shape, num_classes, seed)
     return strategy.after_training(model, finetune=lambda m: None)
+
+
+def deployed(model: nn.Module, model_cfg) -> nn.Module:
+    """The trained model as it is sent for inference: BatchNorm folded when ``model.fold_batchnorm``."""
+    if model_cfg.fold_batchnorm:
+        from testbed.models.batchnorm import fold_batchnorm
+
+        return fold_batchnorm(model)
+    return model
+
+
+def model_template(strategy, model_cfg, input_shape, num_classes: int, seed: int = 0) -> nn.Module:
+    """A model with the architecture (state names, shapes) of what ``strategy`` sends."""
+    return deployed(_trained_form(strategy, model_cfg, input_shape, num_classes, seed), model_cfg)
 
 
 def receiver_model(strategy, config, dataset) -> nn.Module:
@@ -172,7 +186,8 @@ def training_parts(strategy, model_cfg, dataset, seed: int) -> dict:
     return {
         "dataset": dataset.name,
         "data": dataset.fingerprint(),
-        "model": model_cfg.model_dump(mode="json"),
+        # folding BatchNorm happens after training: the same trained model, the same key
+        "model": model_cfg.model_dump(mode="json", exclude={"fold_batchnorm"}),
         "strategy": strategy.training_key(),
         "seed": seed,
     }
@@ -216,8 +231,9 @@ def central_model(strategy, model_cfg, dataset, seed: int, cache_dir=None, progr
     cached = load_checkpoint(path)
     if cached is not None:
         state, meta = cached
-        model = model_template(strategy, model_cfg, dataset.input_shape, dataset.num_classes, seed)
+        model = _trained_form(strategy, model_cfg, dataset.input_shape, dataset.num_classes, seed)
         model.load_state_dict(state)
+        model = deployed(model.eval(), model_cfg)
         model.checkpoint_info = {**meta, "key": key, "path": str(path), "cached": True}
         return model.eval()
 
@@ -227,14 +243,20 @@ def central_model(strategy, model_cfg, dataset, seed: int, cache_dir=None, progr
     model = initial_model(strategy, model_cfg, dataset.input_shape, dataset.num_classes, seed)
     label = f"{model_cfg.arch} [{strategy.training_key()}] on {dataset.name}"
     check_fits(model, dataset.input_shape, min(cfg.batch_size, len(x)), cfg.optimizer, f"model {label}")
+    # Fine-tuning inside the recipe's budget: the first epochs train, the last ones fine-tune.
+    shared = strategy.finetune_epochs_within_budget()
+    if shared is not None and not 0 < shared < cfg.epochs:
+        raise ValueError(f"model {label}: fine-tuning within the budget needs 0 < {shared:g} < model.train.epochs ({cfg.epochs:g})")
+    pre_cfg = cfg if shared is None else cfg.model_copy(update={"epochs": cfg.epochs - shared})
+    tune_cfg = cfg if shared is None else cfg.model_copy(update={"epochs": shared})
     start = time.perf_counter()
     if progress:
         with _Bar(f"training {label}") as bar:
-            loss = train_epochs(model, x, y, cfg, derive_seed(seed, "central-train"), bar)
+            loss = train_epochs(model, x, y, pre_cfg, derive_seed(seed, "central-train"), bar)
     else:
-        loss = train_epochs(model, x, y, cfg, derive_seed(seed, "central-train"))
+        loss = train_epochs(model, x, y, pre_cfg, derive_seed(seed, "central-train"))
     model = strategy.after_training(
-        model, finetune=lambda m: train_epochs(m, x, y, cfg, derive_seed(seed, "central-finetune"))
+        model, finetune=lambda m: train_epochs(m, x, y, tune_cfg, derive_seed(seed, "central-finetune"))
     )
     seconds = time.perf_counter() - start
     accuracy, test_loss = evaluate(model, dataset.test_x, dataset.test_y)
@@ -247,5 +269,6 @@ def central_model(strategy, model_cfg, dataset, seed: int, cache_dir=None, progr
         "threads": torch.get_num_threads(),
     }
     save_checkpoint(path, model.state_dict(), meta)
+    model = deployed(model.eval(), model_cfg)
     model.checkpoint_info = {**meta, "key": key, "path": str(path), "cached": False}
     return model.eval()

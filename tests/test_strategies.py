@@ -19,6 +19,7 @@ from strategies.prune import BITMASK, INDICES, index_bits, pack_indices, unpack_
 from strategies.registry import StrategySpecError, build
 from testbed.models.monoconv import is_fgf_buffer
 from testbed.models.symmetric import make_symmetric, strip_symmetric
+from testbed import bitpack
 from testbed.payload import Payload, PayloadError
 from testbed.symmetry import GROUPS, symmetry_group
 
@@ -560,3 +561,53 @@ def test_the_order_of_the_state_dict_does_not_matter(spec: dict) -> None:
     assert list(decoded) == list(state)
     for name in state:
         assert torch.equal(decoded[name], expected[name]), name
+
+
+# ---- repetition: the equal-redundancy baseline of full+project ---------------------------
+
+
+@pytest.mark.parametrize("mode", ["dof", "full+project"])
+@pytest.mark.parametrize("bits, per_channel", [(None, False), (8, False), (4, True)])
+def test_symmetry_repeat_sends_r_copies_and_decodes_as_one(mode: str, bits, per_channel: bool) -> None:
+    state = tiny_state(symmetric="central_skew")
+    base = {"strategy": "symmetry", "group": "central_skew", "mode": mode, "per_channel": per_channel}
+    if bits:
+        base["bits"] = bits
+    once, decoded_once = round_trip(base, state)
+    twice, decoded_twice = round_trip({**base, "repeat": 2}, state)
+    for name in CONV:
+        c_out, c_in, k, _ = state[name].shape
+        count = c_out * c_in * (k * k if mode == "full+project" else symmetry_group("central_skew", k).dof)
+        expected = 4 * count if bits is None else bitpack.packed_nbytes(count, bits)
+        assert once[name].nbytes == expected
+        assert twice[name].nbytes == (8 * count if bits is None else bitpack.packed_nbytes(2 * count, bits))
+        if bits:  # the same quantiser ranges: the copies are the same codes
+            assert twice[f"{name}/q"].data == once[f"{name}/q"].data
+        # on a clean channel the copies agree, so the average is the single copy's value
+        assert torch.allclose(decoded_twice[name], decoded_once[name], atol=1e-6)
+
+
+def test_symmetry_repeat_averages_the_copies() -> None:
+    """Noise on one copy only: the decoded theta is the mean of the two copies."""
+    state = tiny_state(symmetric="central_skew")
+    strategy = build({"strategy": "symmetry", "group": "central_skew", "mode": "dof", "repeat": 2})
+    payload = strategy.encode(state)
+    name = "conv1.weight"
+    values = np.frombuffer(payload[name].data, "<f4").reshape(8, 2, -1).copy()
+    clean = values[:, 0].copy()
+    values[:, 1] += 1.0  # the second copy of every output channel's row, shifted by 1
+    segments = [s if s.name != name else type(s)(name, values.astype("<f4").tobytes(), s.protected, s.fmt)
+                for s in payload.segments]
+    decoded = strategy.decode(Payload(segments, payload.schema), state)
+    basis = torch.from_numpy(symmetry_group("central_skew", 3).basis.astype(np.float32))
+    expected = (torch.from_numpy(clean).reshape(-1, 4) + 0.5) @ basis.T
+    assert torch.allclose(decoded[name].reshape(-1, 9), expected, atol=1e-5)
+
+
+def test_prune_finetune_within_the_budget_is_its_own_model() -> None:
+    extra = build({"strategy": "prune", "match": "central_skew", "finetune": True})
+    within = build({"strategy": "prune", "match": "central_skew", "finetune": True, "finetune_epochs": 0.5})
+    assert extra.finetune_epochs_within_budget() is None and within.finetune_epochs_within_budget() == 0.5
+    assert extra.training_key() != within.training_key()
+    with pytest.raises(StrategySpecError, match="finetune_epochs needs finetune: true"):
+        build({"strategy": "prune", "match": "central_skew", "finetune_epochs": 0.5})

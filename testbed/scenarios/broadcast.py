@@ -28,6 +28,10 @@ DOWN = Transfer("down", "server->device", "the label's model, encoded by its str
 class ModelDeliveryOptions(ScenarioOptions):
     # Extra per-device measurements; nmse_conv: the conv kernels' NMSE alone (the symmetry study).
     measurements: list[Literal["nmse_conv"]] = []
+    # summary.json's central_accuracy and clean_accuracy: every label's model and its clean decode
+    # scored on the full test set at the end of the run. False skips them (a study with many labels
+    # that scores its models elsewhere: each costs two full test-set passes).
+    summary_accuracy: bool = True
 
 
 class ModelDelivery(Scenario):
@@ -62,6 +66,8 @@ class ModelDelivery(Scenario):
         """End-of-run figures of a label: accuracy of the server's model and of its clean decode."""
         from testbed.training import evaluate, receiver_model
 
+        if not self.options.summary_accuracy:
+            return {}
         strategy = server.strategies[label]
         model = receiver_model(strategy, server.config, server.dataset)
         state = self.states[label]
@@ -130,7 +136,8 @@ class Broadcast(ModelDelivery):
         states = {}
         for label, strategy in server.strategies.items():
             server.log(f"central model for {label} (training key {strategy.training_key()})")
-            model = central_model(strategy, self.config.model, server.dataset, self.config.seed, progress=server.show_progress)
+            model = central_model(strategy, self.config.model, server.dataset, self.config.train_seed(label),
+                                  progress=server.show_progress)
             states[label] = plain_state(model.state_dict())
         return states
 
