@@ -42,6 +42,8 @@ def trace_table() -> str:
             what = "the device's id, unique"
         elif name == "partition":
             what = "data partition (default: the row's position), below the number of devices"
+        elif name == "fog":
+            what = "the fog node the device is attached to (default: by `fleet.fog.assign`), below `fleet.fog.nodes`"
         else:
             what = f"compute: `{c.attr}`"
         rows.append(f"| `{name}` | {required} | {c.rule.text} | {what} |")

@@ -42,6 +42,7 @@ class Device:
     availability: float = 1.0  # probability the device takes part in a round
     schedule: str = "1"  # per round (cycled): 1 it can take part, 0 it cannot
     partition: int | None = None  # data partition; None: the device's position in the fleet
+    fog: int | None = None  # the fog node it is attached to (a trace's fog column); None: by fleet.fog.assign
 
 
 # ---- trace CSV columns -----------------------------------------------------------------
@@ -73,6 +74,7 @@ def columns() -> dict[str, Column]:
     for name, field in ComputeConfig.model_fields.items():
         out.append(Column(_COLUMN_NAMES.get(name, name), name, rule_of(field), False, is_measured(field), False))
     out.append(Column("partition", "partition", whole(ge=0), False, False, False))
+    out.append(Column("fog", "fog", whole(ge=0), False, False, False))
     return {c.name: c for c in out}
 
 
@@ -157,6 +159,10 @@ class Fleet:
     def with_fog(self, fog: FogConfig, seed: int) -> "Fleet":
         """Attach the fog nodes of ``fog``; its hop links are drawn per device (keyed ``fog.link.*``)."""
         self.fog = fog
+        for d in self.devices:
+            if d.fog is not None and d.fog >= fog.nodes:
+                raise FleetError(f"fleet.trace: device {d.device_id}: fog node {d.fog} is beyond fleet.fog.nodes = {fog.nodes} "
+                                 f"(0..{fog.nodes - 1})")
         if fog.link is not None:
             for i, d in enumerate(self.devices):
                 try:
@@ -220,7 +226,7 @@ class Fleet:
                         row.append("")
                         continue
                     value = getattr(d.link if c.link else d, c.attr)
-                    row.append(repr(value) if isinstance(value, float) else str(value))
+                    row.append("" if value is None else repr(value) if isinstance(value, float) else str(value))
                 writer.writerow(row)
         return path
 
@@ -248,8 +254,9 @@ class Fleet:
         return link
 
     def fog_node(self, device_id: int) -> int:
-        """The fog node (0..fog.nodes-1) a device is attached to, by the ``fog.assign`` rule."""
-        self.device(device_id)
+        """The fog node (0..fog.nodes-1) a device is attached to: its trace's, else by the ``fog.assign`` rule."""
+        if self.device(device_id).fog is not None:
+            return self.device(device_id).fog
         position, nodes = self._position[device_id], self.fog.nodes
         return position % nodes if self.fog.assign == "round-robin" else position * nodes // len(self.devices)
 

@@ -291,3 +291,16 @@ def test_fleet_repetition_errors(tmp_path, cell, message):
     with pytest.raises(FleetError) as info:
         Fleet.from_csv(trace)
     assert str(info.value) == f"{trace} line 2, {message}"
+
+
+def test_a_trace_gives_each_device_its_fog_node(tmp_path):
+    from testbed.config import FogConfig
+
+    path = write(tmp_path / "trace.csv", _with_column("fog", ["1", "0", ""]))
+    fleet = Fleet.from_csv(path).with_fog(FogConfig(nodes=2), seed=0)
+    # devices 10 and 11 as the trace says (round-robin would give 0 and 1); 12 (empty cell) by the rule: position 2 -> 0
+    assert [fleet.fog_node(i) for i in (10, 11, 12)] == [1, 0, 0]
+    again = Fleet.from_csv(fleet.to_csv(tmp_path / "devices.csv"))
+    assert [d.fog for d in again] == [1, 0, None]
+    with pytest.raises(FleetError, match=r"^fleet.trace: device 10: fog node 1 is beyond fleet.fog.nodes = 1 \(0..0\)$"):
+        Fleet.from_csv(path).with_fog(FogConfig(nodes=1), seed=0)
