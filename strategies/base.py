@@ -15,7 +15,9 @@ tensor goes through the value coding as it is (``plain_specs``,
 ``encode_plain``, ``decode_plain``). BatchNorm's ``num_batches_tracked``
 counters are not sent: inference does not read them, and the receiver fills
 them with 0. A received BatchNorm ``running_var`` is clamped at ``VARIANCE_FLOOR``
-(``valid_variance``), so channel noise never builds a model that outputs NaN.
+(``valid_variance``), so channel noise never builds a model that outputs NaN. A delta (an
+update, a federated upload) is decoded with ``delta=True`` and is not clamped, since a change of
+variance may be negative; the receiver makes the model it builds from it valid (``valid_model``).
 
 Segment names start with the tensor name they carry (``conv1.weight``,
 ``conv1.weight/q``), which is how byte counts are attributed to tensors.
@@ -186,7 +188,9 @@ class Strategy:
         """Parse received bytes against the receiver's schema (PayloadError if they do not fit)."""
         return Payload.from_bytes(raw, self.payload_schema(template))
 
-    def decode(self, payload: Payload, template: State) -> dict[str, torch.Tensor]:
+    def decode(self, payload: Payload, template: State, delta: bool = False) -> dict[str, torch.Tensor]:
+        """The state ``payload`` carries, shaped like ``template``; a model's BatchNorm variances made
+        valid unless it is a ``delta``."""
         # Names, formats, protection and fixed sizes, checked once against the receiver's schema:
         # a surplus, missing or misshapen segment is a PayloadError naming it.
         self.payload_schema(template).check(payload.segments)
@@ -199,9 +203,7 @@ class Strategy:
                 out[name] = self.decode_tensor(payload, name, like, template)
             else:
                 out[name] = decode_plain(payload, name, like, coding)
-            if is_running_var(name):
-                out[name] = valid_variance(out[name])
-        return out
+        return out if delta else valid_model(out)
 
     def __repr__(self) -> str:
         opts = ", ".join(f"{k}={v}" for k, v in self.options.model_dump().items())
@@ -237,6 +239,11 @@ def is_batch_counter(name: str) -> bool:
 
 def is_running_var(name: str) -> bool:
     return name.rsplit(".", 1)[-1] == RUNNING_VAR
+
+
+def valid_model(state: State) -> dict[str, torch.Tensor]:
+    """``state`` with every BatchNorm variance valid (:func:`valid_variance`): what a receiver loads."""
+    return {name: valid_variance(t) if is_running_var(name) else t for name, t in state.items()}
 
 
 def valid_variance(variance: torch.Tensor) -> torch.Tensor:

@@ -107,3 +107,13 @@ def test_the_analog_link_no_longer_produces_nan_models():
         with torch.no_grad():
             assert torch.isfinite(model(x)).all(), device
     assert negative_seen > 0  # the link did make variances negative: the clamp was needed
+
+
+def test_a_delta_keeps_its_negative_variance_change():
+    # An update or a federated upload carries a change of variance, which may be negative: only the
+    # model a receiver builds is made valid, never the delta itself.
+    strategy = build({"strategy": "raw"})
+    delta = {"bn.weight": torch.ones(3), "bn.running_var": torch.tensor([-0.5, 0.25, -2.0])}
+    payload = strategy.encode(delta)
+    assert torch.equal(strategy.decode(payload, delta, delta=True)["bn.running_var"], delta["bn.running_var"])
+    assert (strategy.decode(payload, delta)["bn.running_var"] >= VARIANCE_FLOOR).all()

@@ -20,6 +20,7 @@ from typing import Any, ClassVar
 import torch
 from pydantic import field_validator
 
+from strategies.base import valid_model
 from testbed.recipes import LocalTrainConfig
 from testbed.rng import derive_seed
 from testbed.scenarios.base import DeviceRun, RoundResults, plain_state
@@ -96,7 +97,7 @@ class Federated(ModelDelivery):
                 if upload is None or row.get("late"):  # a late update missed the round (kept in the metrics)
                     continue
                 try:
-                    delta = self.uplink.decode(self.uplink.read(upload.data, template), template)
+                    delta = self.uplink.decode(self.uplink.read(upload.data, template), template, delta=True)
                 except PayloadError as exc:
                     row["failure"] = f"{UP.name} decode: {exc}"
                     continue
@@ -110,7 +111,7 @@ class Federated(ModelDelivery):
                 weight += w
             if weight > 0:
                 new = {k: (v + (total[k] / weight).to(v.dtype)) if k in total else v for k, v in glob.items()}
-                self.states[label] = self._constrain(server, label, new)
+                self.states[label] = self._constrain(server, label, valid_model(new))
                 self.payloads[label] = server.strategies[label].encode(self.states[label])  # next round's downlink
 
     def _constrain(self, server, label: str, state: dict) -> dict:

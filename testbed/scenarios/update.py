@@ -52,6 +52,7 @@ import numpy as np
 import torch
 from pydantic import ConfigDict, Field, field_validator
 
+from strategies.base import valid_model
 from testbed import metrics
 from testbed.payload import Payload, PayloadSchema, Segment
 from testbed.recipes import TrainConfig
@@ -368,7 +369,7 @@ class Update(Scenario):
             else:
                 delta = {k: trained[k] - base[k] for k in float_names(base)}
                 payload = strategy.encode(delta)
-                ref = add_delta(base, strategy.decode(payload, delta))
+                ref = add_delta(base, strategy.decode(payload, delta, delta=True))
             self.refs[label].append(ref)
             self.payloads[label].append(payload.to_bytes())
             self.history[label].append(self._figures(version, trained, ref, payload))
@@ -481,8 +482,8 @@ class Update(Scenario):
             def apply(payload):
                 model = held
                 for p in unbundle(payload, part, versions).values():  # in version order
-                    model = add_delta(model, strategy.decode(p, deltas))
-                return model
+                    model = add_delta(model, strategy.decode(p, deltas, delta=True))
+                return valid_model(model)
 
             result = device.transfer(UPDATE, Payload.from_bytes(raw, bundle_schema(part, versions)), decode=apply)
             sent, count = UPDATE.name, len(versions)
