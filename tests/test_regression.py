@@ -19,11 +19,10 @@ MKL their own code paths), and every baseline column but the channel-free ones d
 weights. So the runs here, and the baselines, use portable numerics (``PORTABLE_NUMERICS``: no
 vectorised ATen kernels, oneDNN held to SSE4.1, MKL's conditional numerical reproducibility) in a
 subprocess with a model cache of their own: the same code gives the same bits on any x86-64 CPU.
-The ``*_metrics.csv`` baselines were last remade after two intended changes: evaluation pads its
+The ``*_metrics.csv`` baselines were last remade after one intended change: evaluation pads its
 batches (logits that do not depend on how many devices share a forward pass; the quickstart's
-loss moved by at most 1.5e-7 in 11 rows, nothing else), and a received BatchNorm variance is
-clamped at 0 (the federated run's noisy uplinks had put negative variances into FedAvg: rounds
-2-3 changed, round 1 did not). They were made so (2026-12-02; the old ones from a checkout of
+loss moved by at most 1.5e-7 in 11 rows, nothing else; the federated run did not change). They
+were made so, each with an empty model cache (2026-12-02; the old ones from a checkout of
 71c5871)::
 
     export ATEN_CPU_CAPABILITY=default ONEDNN_MAX_CPU_ISA=SSE41 MKL_CBWR=COMPATIBLE TESTBED_CACHE_DIR=$(mktemp -d)
