@@ -17,15 +17,13 @@ Two kinds of baseline in tests/data/regression/:
 Trained weights depend on the CPU's vector units (torch picks AVX2 or AVX-512 kernels, oneDNN and
 MKL their own code paths), and every baseline column but the channel-free ones depends on the
 weights. So the runs here, and the baselines, use portable numerics (``PORTABLE_NUMERICS``: no
-vectorised ATen kernels, oneDNN held to SSE4.1, MKL's conditional numerical reproducibility) in a
-subprocess with a model cache of their own: the same code gives the same bits on any x86-64 CPU.
-The ``*_metrics.csv`` baselines were last remade after one intended change: evaluation pads its
-batches (logits that do not depend on how many devices share a forward pass; the quickstart's
-loss moved by at most 1.5e-7 in 11 rows, nothing else; the federated run did not change). They
-were made so, each with an empty model cache (2026-12-02; the old ones from a checkout of
-71c5871)::
+vectorised ATen kernels, oneDNN held to SSE4.1, MKL's conditional numerical reproducibility, one
+thread) in a subprocess with a model cache of their own: the same code gives the same bits on any x86-64 CPU.
+The baselines were made so, each run with an empty model cache (2026-12-02; the old ones from a
+checkout of 71c5871)::
 
-    export ATEN_CPU_CAPABILITY=default ONEDNN_MAX_CPU_ISA=SSE41 MKL_CBWR=COMPATIBLE TESTBED_CACHE_DIR=$(mktemp -d)
+    export ATEN_CPU_CAPABILITY=default ONEDNN_MAX_CPU_ISA=SSE41 MKL_CBWR=COMPATIBLE OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
+    export TESTBED_CACHE_DIR=$(mktemp -d)
     testbed run configs/quickstart.yaml --out q --quiet
     testbed run configs/tiny.yaml --set scenario.name=federated --set rounds=3 --out f --quiet
     # at 71c5871, with a fresh TESTBED_CACHE_DIR: the same, but --set mode=federated
@@ -47,7 +45,10 @@ REPO = Path(__file__).resolve().parents[1]
 BASELINES = Path(__file__).parent / "data" / "regression"
 KEYS = ["round", "label", "device_id"]
 # Read by torch, oneDNN and MKL when they load, so they must be set before the process starts.
-PORTABLE_NUMERICS = {"ATEN_CPU_CAPABILITY": "default", "ONEDNN_MAX_CPU_ISA": "SSE41", "MKL_CBWR": "COMPATIBLE"}
+# One thread too: a sum split over threads rounds differently, and a driver that ran a fleet has
+# set OMP_NUM_THREADS=1 for its Ray workers, which a subprocess would otherwise inherit or not.
+PORTABLE_NUMERICS = {"ATEN_CPU_CAPABILITY": "default", "ONEDNN_MAX_CPU_ISA": "SSE41", "MKL_CBWR": "COMPATIBLE",
+                     "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 # old metrics.csv column -> today's wide view (metrics.csv)
 RENAMED = {"strategy": "label", "strategy_kind": "strategy", "delivered": "delivered_down", "snr_db": "snr_db_down"}
