@@ -15,7 +15,7 @@ import re
 import sys
 from pathlib import Path
 
-from testbed.fleet import columns
+from testbed.fleet import FOG_PREFIX, columns
 from testbed.links import LinkParams, available, link_params, make_link
 from testbed.links.schema import options_table, parameters
 from testbed.rng import derive_rng
@@ -27,7 +27,7 @@ BLOCK = re.compile(r"(<!-- table: (?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- end 
 def trace_table() -> str:
     params = parameters()
     rows = ["| column | required | value | what |", "|---|---|---|---|"]
-    for name, c in columns().items():
+    for name, c in columns(fog_hops=False).items():
         if c.required:
             required = "yes"
         elif c.measured:
@@ -47,6 +47,10 @@ def trace_table() -> str:
         else:
             what = f"compute: `{c.attr}`"
         rows.append(f"| `{name}` | {required} | {c.rule.text} | {what} |")
+    hop = [name for name, c in columns().items() if c.fog_hop]
+    rows.append(f"| `{hop[0]}`, `{hop[1]}`, ... `{hop[-1]}` | no | as the column without `{FOG_PREFIX}` | the device<->fog hop "
+                f"link's model and parameters ({len(hop)} columns: `{FOG_PREFIX}` and each link column above); a row "
+                "with none of them: `fleet.fog.link`, else the device's own link |")
     return "\n".join(rows)
 
 

@@ -136,8 +136,8 @@ class NodeWorld:
         return self._splits[device_id]
 
     def link(self, device_id: int, hop: str):
-        """The link that serves ``hop`` for the device: its device<->fog hops' own (``fleet.fog.link``,
-        else the device's link), the device's link for every other hop."""
+        """The link that serves ``hop`` for the device: its device<->fog hop link for the fog hops
+        (:meth:`testbed.fleet.Fleet.fog_link`), the device's link for every other hop."""
         return self.fleet.fog_link(device_id) if "fog" in hop else self.fleet.link(device_id)
 
     def link_model(self, device_id: int) -> str:

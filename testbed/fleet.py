@@ -11,7 +11,8 @@ availability is keyed by round and device id. A device's link model is drawn fir
 takes the parameters of its own model (from the config section, else the model's defaults).
 
 The trace columns are derived from the link schema (:func:`testbed.links.schema.parameters`)
-and the compute section: :func:`columns`.
+and the compute section: :func:`columns`. A trace may give each device's device<->fog hop link
+too, in the same columns prefixed ``fog_`` (``fog_link_model``, ``fog_snr_db``, ...).
 """
 
 from __future__ import annotations
@@ -43,12 +44,14 @@ class Device:
     schedule: str = "1"  # per round (cycled): 1 it can take part, 0 it cannot
     partition: int | None = None  # data partition; None: the device's position in the fleet
     fog: int | None = None  # the fog node it is attached to (a trace's fog column); None: by fleet.fog.assign
+    fog_link: LinkParams | None = None  # its device<->fog hops' link (trace fog_* or fleet.fog.link); None: its own link
 
 
 # ---- trace CSV columns -----------------------------------------------------------------
 
 # Trace names that differ from the attribute's: the link's model, the compute section's speed factor.
 _COLUMN_NAMES = {"model": "link_model", "speed_factor": "compute_factor"}
+FOG_PREFIX = "fog_"  # the device<->fog hop link's columns: the link columns with this prefix
 
 
 @dataclass(frozen=True)
@@ -59,22 +62,25 @@ class Column:
     link: bool  # a link parameter (or the link model)
     required: bool  # the header must have it; every row gives it
     measured: bool  # a measured link value: the rows whose link model has it must give it
+    fog_hop: bool = False  # a parameter of the device<->fog hop link (fog_*), not of the device's own link
 
 
-def columns() -> dict[str, Column]:
-    """The trace columns, in ``devices.csv`` order: device id, link model and parameters, compute, partition."""
+def columns(fog_hops: bool = True) -> dict[str, Column]:
+    """The trace columns, in ``devices.csv`` order: device id, link model and parameters, compute,
+    partition, fog node, and (``fog_hops``) the device<->fog hop link's model and parameters. None of
+    the hop columns is required: a row that gives none uses ``fleet.fog.link``, else its own link."""
     models = available()
-    out = [
-        Column("device_id", "device_id", whole(ge=0), False, True, False),
-        Column("link_model", "model", one_of(*models), True, False, False),
-    ]
+    links = [Column("link_model", "model", one_of(*models), True, False, False)]
     for p in parameters().values():
         everywhere = len(p.models) == len(models)
-        out.append(Column(_COLUMN_NAMES.get(p.name, p.name), p.name, p.rule, True, p.measured and everywhere, p.measured))
+        links.append(Column(_COLUMN_NAMES.get(p.name, p.name), p.name, p.rule, True, p.measured and everywhere, p.measured))
+    out = [Column("device_id", "device_id", whole(ge=0), False, True, False), *links]
     for name, field in ComputeConfig.model_fields.items():
         out.append(Column(_COLUMN_NAMES.get(name, name), name, rule_of(field), False, is_measured(field), False))
     out.append(Column("partition", "partition", whole(ge=0), False, False, False))
     out.append(Column("fog", "fog", whole(ge=0), False, False, False))
+    if fog_hops:
+        out += [replace(c, name=FOG_PREFIX + c.name, required=False, fog_hop=True) for c in links]
     return {c.name: c for c in out}
 
 
@@ -134,6 +140,7 @@ class Fleet:
                 self.link(d.device_id)
             except ValueError as exc:
                 raise FleetError(f"fleet.link: device {d.device_id}: {exc}") from None
+            self._build_fog_link(d)
 
     # ---- building ----------------------------------------------------------------------
     @classmethod
@@ -144,7 +151,7 @@ class Fleet:
             path = Path(cfg.trace)
             if not path.is_absolute():
                 path = Path(base_dir or ".") / path
-            return cls.from_csv(path, defaults=cfg.link, seed=seed).with_fog(cfg.fog, seed)
+            return cls.from_csv(path, defaults=cfg.link, seed=seed, fog_defaults=cfg.fog.link).with_fog(cfg.fog, seed)
         compute = cfg.compute
         fields = ComputeConfig.model_fields
         devices = []
@@ -157,25 +164,37 @@ class Fleet:
         return cls(devices).with_fog(cfg.fog, seed)
 
     def with_fog(self, fog: FogConfig, seed: int) -> "Fleet":
-        """Attach the fog nodes of ``fog``; its hop links are drawn per device (keyed ``fog.link.*``)."""
+        """Attach the fog nodes of ``fog``. A device's hop link is its trace's (``fog_*`` columns), else
+        drawn from ``fog.link`` (keyed ``fog.link.*`` and the device id), else its own link."""
         self.fog = fog
-        for d in self.devices:
+        for i, d in enumerate(self.devices):
             if d.fog is not None and d.fog >= fog.nodes:
                 raise FleetError(f"fleet.trace: device {d.device_id}: fog node {d.fog} is beyond fleet.fog.nodes = {fog.nodes} "
                                  f"(0..{fog.nodes - 1})")
-        if fog.link is not None:
-            for i, d in enumerate(self.devices):
-                try:
-                    self._fog_links[d.device_id] = make_link(_link_params(fog.link, d.device_id, i, seed, key="fog.link"))
-                except ValueError as exc:  # a model may refuse a combination of its parameters
-                    raise FleetError(f"fleet.fog.link: device {d.device_id}: {exc}") from None
+            if d.fog_link is None and fog.link is not None:
+                d = self.devices[i] = self._by_id[d.device_id] = replace(
+                    d, fog_link=_link_params(fog.link, d.device_id, i, seed, key="fog.link"))
+                self._build_fog_link(d)
         return self
 
+    def _build_fog_link(self, d: Device) -> None:
+        if d.fog_link is not None:
+            try:
+                self._fog_links[d.device_id] = make_link(d.fog_link)
+            except ValueError as exc:  # a model may refuse a combination of its parameters
+                raise FleetError(f"fleet.fog.link: device {d.device_id}: {exc}") from None
+
     @classmethod
-    def from_csv(cls, path: str | Path, defaults: LinkSection | None = None, seed: int = 0) -> "Fleet":
-        """Read a trace CSV; link parameters missing (or empty) come from ``defaults`` (a ``fleet.link`` section)."""
+    def from_csv(
+        cls, path: str | Path, defaults: LinkSection | None = None, seed: int = 0, fog_defaults: LinkSection | None = None,
+    ) -> "Fleet":
+        """Read a trace CSV; link parameters missing (or empty) come from ``defaults`` (a ``fleet.link``
+        section). A row with any ``fog_*`` cell gives its fog hop link: the cells it leaves empty are
+        its own link's (its model, and the parameters the hop's model shares with it), and the rest
+        come from ``fog_defaults`` (``fleet.fog.link``), else from ``defaults``."""
         path = Path(path)
         defaults = defaults if defaults is not None else link_section()
+        defaults = (defaults, fog_defaults if fog_defaults is not None else defaults)
         cols = columns()
         reader = csv.reader(io.StringIO(_read_text(path), newline=""))
         header = None
@@ -212,20 +231,22 @@ class Fleet:
     def to_csv(self, path: str | Path) -> Path:
         """Write the fleet as a trace CSV with every column; ``from_csv`` reloads it exactly.
 
-        A link parameter the device's model does not have is left empty.
+        A link parameter the device's model does not have is left empty; the ``fog_*`` columns are
+        written when some device has a hop link of its own.
         """
         path = Path(path)
-        cols = columns()
+        cols = columns(fog_hops=any(d.fog_link is not None for d in self.devices))
         with path.open("w", newline="") as handle:
             writer = csv.writer(handle)
             writer.writerow(cols)
             for d in self.devices:
                 row = []
                 for c in cols.values():
-                    if c.link and c.attr not in type(d.link).model_fields:
+                    link = d.fog_link if c.fog_hop else d.link
+                    if c.link and (link is None or c.attr not in type(link).model_fields):
                         row.append("")
                         continue
-                    value = getattr(d.link if c.link else d, c.attr)
+                    value = getattr(link if c.link else d, c.attr)
                     row.append("" if value is None else repr(value) if isinstance(value, float) else str(value))
                 writer.writerow(row)
         return path
@@ -308,10 +329,11 @@ def _check_header(path: Path, line: int, header: list[str], cols: dict[str, Colu
 
 
 def _device_from_row(
-    path: Path, line: int, row: dict[str, str], position: int, defaults: LinkSection, seed: int, cols: dict[str, Column]
+    path: Path, line: int, row: dict[str, str], position: int, defaults: tuple[LinkSection, LinkSection], seed: int,
+    cols: dict[str, Column],
 ) -> Device:
     device: dict[str, Any] = {}
-    link: dict[str, Any] = {}
+    given: tuple[dict[str, Any], dict[str, Any]] = ({}, {})  # the device's link, its fog hop link
     for name, cell in row.items():
         c, text, where = cols[name], cell.strip(), f"{path} line {line}, column {name}"
         if not text:
@@ -325,16 +347,30 @@ def _device_from_row(
         problem = c.rule.problem(value)
         if problem:
             raise FleetError(f"{where}: {value!r} {problem}")
-        (link if c.link else device)[c.attr] = c.rule.check(value)
-    params = _link_params(defaults, device["device_id"], position, seed, link)
+        (given[c.fog_hop] if c.link else device)[c.attr] = c.rule.check(value)
+    params = _link_params(defaults[0], device["device_id"], position, seed, given[0])
+    _check_link_cells(path, line, params, given[0], cols, fog_hop=False)
+    if given[1]:  # the row gives its fog hop link: what it leaves out is its own link's (the same radio)
+        hop = {**params.model_dump(), **given[1]}
+        device["fog_link"] = _link_params(defaults[1], device["device_id"], position, seed, hop, key="fog.link")
+        _check_link_cells(path, line, device["fog_link"], given[1], cols, fog_hop=True, known=hop)
+    return Device(link=params, **{"partition": position, **device})  # no compute_factor: the reference speed
+
+
+def _check_link_cells(
+    path: Path, line: int, params: LinkParams, given: dict[str, Any], cols: dict[str, Column], fog_hop: bool,
+    known: dict[str, Any] | None = None,
+) -> None:
+    """The row's link cells ``given`` against the model they built; ``known``: the values the link had
+    from the row, its cells and what it took from the device's own link (default: ``given``)."""
+    known = given if known is None else known
     for name, c in cols.items():
-        if not c.link or c.attr == "model":
+        if not c.link or c.attr == "model" or c.fog_hop != fog_hop:
             continue
         has = c.attr in type(params).model_fields
         # A measured value the device's model does not use (an SNR on a bsc link) describes the
         # device and is left aside; any other parameter of another model is a mistake.
-        if c.attr in link and not has and not c.measured:
-            raise FleetError(f"{path} line {line}, column {name}: link model {params.model} has no parameter {name} (leave it empty)")
-        if c.measured and has and c.attr not in link:
+        if c.attr in given and not has and not c.measured:
+            raise FleetError(f"{path} line {line}, column {name}: link model {params.model} has no parameter {c.attr} (leave it empty)")
+        if c.measured and has and c.attr not in known:
             raise FleetError(f"{path} line {line}, column {name}: link model {params.model} needs a measured value")
-    return Device(link=params, **{"partition": position, **device})  # no compute_factor: the reference speed

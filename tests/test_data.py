@@ -161,6 +161,14 @@ def test_large_fleets_share_test_partitions():
     assert len(a.test_idx) == 100 and np.array_equal(a.test_idx, b.test_idx)  # 10 partitions, 3 = 13 mod 10
 
 
+def test_a_fleet_larger_than_the_training_set_has_test_splits():
+    d = load_dataset("mnist-sample")  # 4,000 training images
+    split = device_split(d, DataConfig(dataset="mnist-sample", test_per_device=50), 10_000, 9_999, seed=0)
+    assert len(split.test_idx) == 50  # what a broadcast device needs
+    with pytest.raises(DatasetError, match="cannot split 4000 items into 10000 partitions"):
+        split.train_idx  # partitioned only when asked for (a scenario that trains)
+
+
 @needs_mnist
 def test_download_path_fetches_checks_and_decodes(tmp_path, monkeypatch):
     # the real download code, fed from a file:// mirror of the real files (no network here)

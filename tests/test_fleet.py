@@ -87,7 +87,7 @@ def test_config_fleet_round_trips_through_devices_csv(tmp_path):
     fleet = Fleet.from_config(fleet_config(devices=30), seed=11)
     path = fleet.to_csv(tmp_path / "devices.csv")
     header = path.read_text().splitlines()[0].split(",")
-    assert tuple(header) == tuple(columns())
+    assert tuple(header) == tuple(columns(fog_hops=False))  # no device has a fog hop link of its own
     reloaded = Fleet.from_csv(path)
     assert reloaded == fleet  # floats exactly, every field
     assert reloaded.to_csv(tmp_path / "again.csv").read_bytes() == path.read_bytes()
@@ -304,3 +304,46 @@ def test_a_trace_gives_each_device_its_fog_node(tmp_path):
     assert [d.fog for d in again] == [1, 0, None]
     with pytest.raises(FleetError, match=r"^fleet.trace: device 10: fog node 1 is beyond fleet.fog.nodes = 1 \(0..0\)$"):
         Fleet.from_csv(path).with_fog(FogConfig(nodes=1), seed=0)
+
+
+def test_a_trace_gives_each_device_its_fog_hop_link(tmp_path):
+    from testbed.config import FogConfig
+    from testbed.links.schema import link_section
+
+    text = TRACE.splitlines()
+    text = "\n".join([text[0] + ",fog_link_model,fog_ber,fog_snr_db", text[1] + ",bsc,0.001,", text[2] + ",,,",
+                      text[3] + ",,,7"]) + "\n"
+    path = write(tmp_path / "trace.csv", text)
+    fleet = Fleet.from_csv(path).with_fog(FogConfig(nodes=1), seed=0)
+    # row 10: a bsc hop with its bit error rate; 12: its hop's SNR, the rest (awgn, 50 Mb/s) its own link's;
+    # 11 gives none: its own link
+    assert (fleet.fog_link(10).params.model, fleet.fog_link(10).params.ber) == ("bsc", 0.001)
+    assert fleet.fog_link(12).params.snr_db == 7.0 and fleet.fog_link(12).params.bandwidth_mbps == 50.0
+    assert fleet.fog_link(11) is fleet.link(11)
+    assert [fleet.link(i).params.snr_db for i in (10, 11, 12)] == [12.5, 3.25, 20.0]  # the devices' own links untouched
+    # a fog.link section fills the rows without hop cells only, keyed by device as when drawn
+    drawn = Fleet.from_csv(path, fog_defaults=link_section(model="awgn", snr_db=-4)).with_fog(
+        FogConfig(nodes=1, link={"model": "awgn", "snr_db": -4}), seed=0)
+    assert [drawn.fog_link(i).params.model for i in (10, 11, 12)] == ["bsc", "awgn", "awgn"]
+    assert [drawn.fog_link(i).params.snr_db for i in (11, 12)] == [-4.0, 7.0]
+    # devices.csv carries the hop links and reloads them exactly
+    again = Fleet.from_csv(drawn.to_csv(tmp_path / "devices.csv"))
+    assert again == drawn and [again.fog_link(i).params for i in (10, 11, 12)] == [drawn.fog_link(i).params for i in (10, 11, 12)]
+    assert "fog_snr_db" in (tmp_path / "devices.csv").read_text().splitlines()[0]
+
+
+@pytest.mark.parametrize(
+    "header, cells, message",
+    [
+        ("fog_snr_db", ["x", "", ""], "line 2, column fog_snr_db: 'x' is not a number"),
+        ("fog_ber", ["0.1", "", ""], "line 2, column fog_ber: link model awgn has no parameter ber (leave it empty)"),
+        ("link_model,ber,fog_link_model", ["bsc,0.01,awgn", "", ""],  # a bsc device has no SNR to lend its hop
+         "line 2, column fog_snr_db: link model awgn needs a measured value"),
+    ],
+)
+def test_fog_hop_cells_are_checked_like_the_devices_own(tmp_path, header, cells, message):
+    empty = "," * header.count(",")
+    path = write(tmp_path / "trace.csv", _with_column(header, [c or empty for c in cells]))
+    with pytest.raises(FleetError) as info:
+        Fleet.from_csv(path)
+    assert str(info.value) == f"{path} {message}"

@@ -9,7 +9,8 @@ worker costs one partitioning of the labels, then a lookup.
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from collections.abc import Callable
+from functools import cached_property
 from typing import Literal
 
 import numpy as np
@@ -90,10 +91,18 @@ def partition_indices(
     ]
 
 
-@dataclass(frozen=True)
 class DeviceSplit:
-    train_idx: np.ndarray  # into dataset.train_x (empty when the config gives no training split)
-    test_idx: np.ndarray  # into dataset.test_x
+    """A device's indices into ``dataset.test_x`` and ``dataset.train_x``. The training split is
+    partitioned on first use: a broadcast fleet never touches it, and may have more devices than
+    the training set has images."""
+
+    def __init__(self, test_idx: np.ndarray, train_idx: Callable[[], np.ndarray]):
+        self.test_idx = test_idx
+        self._train_idx = train_idx
+
+    @cached_property
+    def train_idx(self) -> np.ndarray:
+        return self._train_idx()
 
 
 def _share(labels, num_devices: int, per_device: int | None, index: int, cfg, seed: int) -> np.ndarray:
@@ -120,7 +129,6 @@ def device_split(dataset: Dataset, data_cfg, num_devices: int, partition_index: 
     if not 0 <= partition_index < num_devices:
         raise DatasetError(f"device index {partition_index} outside a fleet of {num_devices}")
     test_idx = _share(dataset.test_y.numpy(), num_devices, data_cfg.test_per_device, partition_index, data_cfg, seed)
-    train_idx = _share(
+    return DeviceSplit(test_idx, lambda: _share(
         dataset.train_y.numpy(), num_devices, data_cfg.train_per_device, partition_index, data_cfg, seed + 1
-    )
-    return DeviceSplit(train_idx=train_idx, test_idx=test_idx)
+    ))

@@ -2,8 +2,8 @@
 
 After "Residual-INR: Communication Efficient On-Device Learning Using Implicit Neural
 Representation" (arXiv 2408.05617). Every device is attached to one fog node
-(:meth:`testbed.fleet.Fleet.fog_node`); its device<->fog hops use its own link
-(:meth:`testbed.device.NodeWorld.link`).
+(:meth:`testbed.fleet.Fleet.fog_node`); its device<->fog hops use its hop link (the trace's
+``fog_*`` columns, else ``fleet.fog.link``, else its own link: :meth:`testbed.fleet.Fleet.fog_link`).
 
 A round has two phases, and the fog node's work happens between rounds (**our choice**,
 the shape the round loop gives: the fog node is on the server's side of the emulation):
