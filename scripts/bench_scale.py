@@ -3,8 +3,9 @@
 For each fleet size: the quickstart config (broadcast, links over 0-20 dB, 50 test images per
 device, the five strategies, automatic cohorts) through Flower on Ray, and the same per-device
 work in a process pool of every core with no Flower or Ray (scripts/plain_loop.py, sharing
-evaluations as the fleet's nodes do: the same work). Two rounds each: round 1 includes building
-every worker's world (imports, dataset, models), round 2 is the time per round. Peak memory is the
+evaluations as the fleet's nodes do: the same work). ``--rounds`` rounds each (default 3): round 1
+includes building every worker's world (imports, dataset, models), the time per round is the mean
+of the rounds after it (the same rounds, and so the same link noise, in both). Peak memory is the
 proportional set size (PSS: shared pages split between the processes that share them) summed over
 the whole process tree (this process and every descendant: the Ray workers, or the pool's),
 sampled every 0.25 s. Prints a table with the per-device cost and its growth, writes it as CSV and
@@ -75,7 +76,7 @@ def scale_config(devices: int, rounds: int, workers: int):
 
 
 def measure(devices: int, rounds: int, workers: int, loop_too: bool = True) -> dict:
-    from bench_fleet import load, prepared, round_times
+    from bench_fleet import load, prepared, round_times, steady
     from plain_loop import run_pool
 
     from testbed.engine import cohort_size
@@ -96,8 +97,8 @@ def measure(devices: int, rounds: int, workers: int, loop_too: bool = True) -> d
     return {
         "devices": devices, "strategies": labels, "workers": workers,
         "devices_per_node": cohort_size(devices, config.engine),
-        "fleet_round1_s": fleet[0], "fleet_s": fleet[-1], "loop_s": loop[-1], "ratio": fleet[-1] / loop[-1],
-        "fleet_ms_per_device": 1e3 * fleet[-1] / devices, "loop_ms_per_device": 1e3 * loop[-1] / devices,
+        "fleet_round1_s": fleet[0], "fleet_s": steady(fleet), "loop_s": steady(loop), "ratio": steady(fleet) / steady(loop),
+        "fleet_ms_per_device": 1e3 * steady(fleet) / devices, "loop_ms_per_device": 1e3 * steady(loop) / devices,
         "fleet_peak_gb": fleet_memory.peak / 1e9, "loop_peak_gb": loop_memory.peak / 1e9 if loop_too else math.nan,
         "rounds": rounds,
         "load": f"{load_before} -> {load()}", "run_folder": str(out),
@@ -141,7 +142,7 @@ def main() -> None:
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--devices", type=int, nargs="+", default=[100, 1_000, 10_000])
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--workers", type=int, default=None, help="default: every CPU")
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "results")
     parser.add_argument("--fleet-only", type=int, nargs="*", default=[], metavar="DEVICES",

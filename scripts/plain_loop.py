@@ -1,7 +1,7 @@
 """The benchmarks' baseline: a broadcast round's per-device work in plain processes, no Flower or Ray.
 
 Every (label, device) of the round: the link (the same keyed noise as the fleet), the decode into
-the receiver's model, the reconstruction error against the float model and the clean decode, and
+the receiver's model, the reconstruction errors (the fleet's own function), and
 the evaluation on the device's test split; with ``share`` the evaluations go through
 :class:`testbed.shared_evaluation.SharedEvaluation` as on the fleet's nodes (the same work the
 fleet does), without it each device evaluates alone. The world (dataset, fleet, receiver models)
@@ -44,6 +44,8 @@ def run_devices(world, plan, round_: int, device_ids: list[int], share: bool) ->
     from testbed import metrics
     from testbed.payload import PayloadError
     from testbed.rng import derive_rng
+    from testbed.scenarios.base import state_digest
+    from testbed.scenarios.broadcast import reconstruction_errors
     from testbed.shared_evaluation import SharedEvaluation
     from testbed.training import evaluate
 
@@ -52,8 +54,9 @@ def run_devices(world, plan, round_: int, device_ids: list[int], share: bool) ->
     for label in plan.labels:
         raw = plan.blobs[f"payload/{label}"]
         strategy, model, template = world.strategies[label], world.model(label), world.template(label)
-        payload, clean = world.parse(label, raw), world.clean_decode(label, raw)
+        payload = world.parse(label, raw)
         reference = plan.states[f"reference/{label}"]
+        power = metrics.float_power(reference)  # the fleet's plan carries it
         queue = SharedEvaluation() if share else None
         for device_id in device_ids:
             tx = world.link(device_id, "server->device").transmit(payload, derive_rng(seed, "link", round_, device_id, "down"))
@@ -64,12 +67,11 @@ def run_devices(world, plan, round_: int, device_ids: list[int], share: bool) ->
                 model.load_state_dict(received, strict=True)
             except (PayloadError, RuntimeError, KeyError, ValueError):
                 continue
-            metrics.squared_error(received, reference)
-            if clean is not None:
-                metrics.squared_error(received, clean)
+            digest = state_digest(received)
+            reconstruction_errors(world, label, raw, round_, received, digest, reference, power)
             idx = world.split(device_id).test_idx
             if share:
-                queue.add(_Device(), label, received, idx, lambda accuracy, loss: None)
+                queue.add(_Device(), label, received, idx, lambda accuracy, loss: None, digest)
             else:
                 evaluate(model, data.test_x[idx], data.test_y[idx])
             evaluated += 1

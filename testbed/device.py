@@ -69,6 +69,7 @@ class NodeWorld:
         self._parsed: dict = {}  # (label, payload digest) -> Payload
         self._clean: dict = {}  # (label, payload digest) -> clean decode or None
         self._costs: dict = {}  # label -> ModelCosts
+        self._memo: dict = {}  # a scenario's per-node results (memo)
 
     # ---- models ----------------------------------------------------------------------
     def model(self, label: str) -> torch.nn.Module:
@@ -105,6 +106,15 @@ class NodeWorld:
             except PayloadError:
                 self._clean[key] = None
         return self._clean[key]
+
+    def memo(self, key, compute):
+        """``compute()``, once per node and ``key`` (a scenario's result that every device of the node
+        would compute alike: the key must name everything it depends on)."""
+        if key not in self._memo:
+            if len(self._memo) > 16 * len(self.strategies):
+                self._memo.clear()
+            self._memo[key] = compute()
+        return self._memo[key]
 
     def costs(self, label: str, raw: bytes):
         """The label's model costs in FLOPs (testbed.compute), counted once per process and label

@@ -33,7 +33,7 @@ def _record_state(record: ArrayRecord) -> State:
     return dict(record.to_torch_state_dict())
 
 
-def _put_states(content: RecordDict, prefix: str, states: dict) -> list:
+def _put_states(content: RecordDict | dict, prefix: str, states: dict) -> list:
     """Store ``states`` (key -> state) as records ``prefix/i``, each distinct state once; return the index."""
     index, seen = [], {}
     for key, state in states.items():
@@ -70,27 +70,41 @@ def _from_device_keys(states: dict) -> dict[DeviceKey, State]:
 # ---- the job -----------------------------------------------------------------------------
 
 
-def job_content(job: RoundJob) -> RecordDict:
+class PlanRecords:
+    """A round plan as records, built once per round and shared by every node's message (the
+    plan is the same for all; only the cohort and its device states differ)."""
+
+    def __init__(self, plan: RoundPlan):
+        self.states: dict = {}
+        self.header = {
+            "values": json.dumps(plan.values),
+            "blob_names": list(plan.blobs),
+            "states": json.dumps(_put_states(self.states, "state", plan.states)),
+        }
+        self.blobs = ConfigRecord({f"b{i}": data for i, data in enumerate(plan.blobs.values())})
+
+
+def job_content(job: RoundJob, plan: PlanRecords | None = None) -> RecordDict:
     content = RecordDict()
-    plan = job.plan
+    plan = plan or PlanRecords(job.plan)
     header = {
         "config": job.config_text,
         "base_dir": job.base_dir,
         "round": int(job.round),
         "devices": [int(d) for d in job.devices],
         "labels": list(job.labels),
-        "values": json.dumps(plan.values),
-        "blob_names": list(plan.blobs),
-        "states": json.dumps(_put_states(content, "state", plan.states)),
+        **plan.header,
         "device_states": json.dumps(_put_states(content, "device_state", _device_keys(job.device_states))),
     }
+    for name, record in plan.states.items():
+        content[name] = record
     content["job"] = ConfigRecord(header)
-    content["blobs"] = ConfigRecord({f"b{i}": data for i, data in enumerate(plan.blobs.values())})
+    content["blobs"] = plan.blobs
     return content
 
 
-def job_message(job: RoundJob, node_id: int) -> Message:
-    return Message(job_content(job), dst_node_id=node_id, message_type=MESSAGE_TYPE)
+def job_message(job: RoundJob, node_id: int, plan: PlanRecords | None = None) -> Message:
+    return Message(job_content(job, plan), dst_node_id=node_id, message_type=MESSAGE_TYPE)
 
 
 def read_job(content: RecordDict) -> RoundJob:

@@ -240,7 +240,7 @@ class Experiment:
 
     def run_round(self, grid, round_: int, bar) -> None:
         from testbed.device import RoundJob
-        from testbed.messages import job_message, read_reply
+        from testbed.messages import PlanRecords, job_message, read_reply
         from testbed.scenarios import RoundResults
 
         cfg = self.config
@@ -252,6 +252,7 @@ class Experiment:
         cohorts = [available[i : i + dpn] for i in range(0, len(available), dpn)]
         plan = self.scenario.plan_round(self, round_)
         node_ids = self._wait_for_nodes(grid)
+        records = PlanRecords(plan)
         messages = []
         for i, cohort in enumerate(cohorts):
             members = set(cohort)
@@ -260,7 +261,7 @@ class Experiment:
                 labels=self.labels, plan=plan,
                 device_states={k: s for k, s in self.device_states.items() if k[1] in members},
             )
-            messages.append(job_message(job, node_ids[i % len(node_ids)]))
+            messages.append(job_message(job, node_ids[i % len(node_ids)], records))
         bar.start_round(round_, len(available))
         pending = dict(zip(grid.push_messages(messages), cohorts))
         transfers: list[dict] = []

@@ -41,9 +41,10 @@ class SharedEvaluation:
         self.evaluated = 0  # distinct models evaluated (for the benchmarks)
         self.queued = 0  # device evaluations asked for
 
-    def add(self, device, label: str, state: State, test_idx, record: Record) -> None:
-        """Evaluate ``state`` (the model ``label`` decodes into) on the device's test images, later."""
-        key = (label, state_digest(state))
+    def add(self, device, label: str, state: State, test_idx, record: Record, digest: str | None = None) -> None:
+        """Evaluate ``state`` (the model ``label`` decodes into) on the device's test images, later
+        (``digest``: the state's :func:`state_digest`, when the caller has it)."""
+        key = (label, digest or state_digest(state))
         group = self._groups.get(key)
         if group is None:
             group = self._groups[key] = _Group(label, state)

@@ -14,19 +14,25 @@ Two kinds of baseline in tests/data/regression/:
 - ``*_metrics.csv``: the same runs made after the wire format (and the link registry, which
   keeps every link's behaviour: tests/test_links_golden.py): every column must be equal.
 
-Trained weights depend on the CPU's vector units (torch picks AVX2 or AVX-512 kernels, oneDNN and
-MKL their own code paths), and every baseline column but the channel-free ones depends on the
-weights. So the runs here, and the baselines, use portable numerics (``PORTABLE_NUMERICS``: no
-vectorised ATen kernels, oneDNN held to SSE4.1, MKL's conditional numerical reproducibility, one
-thread) in a subprocess with a model cache of their own: the same code gives the same bits on any x86-64 CPU.
-The baselines were made so, each run with an empty model cache (2026-12-02; the old ones from a
-checkout of 71c5871)::
+Trained weights depend on the CPU: the baselines first made on one x86-64 machine with
+portable numerics (no vectorised ATen kernels, oneDNN held to SSE4.1, MKL's conditional
+numerical reproducibility, one thread) did not reproduce on an AMD EPYC machine with the same
+settings and the same code: the centrally trained quickstart models differed, and 69 of 300
+accuracies with them (the federated run, whose models are trained on the devices from a seeded
+initial model, matched in every column). So the centrally trained models are part of the
+baseline: ``models/`` holds them, and each run starts from a model cache holding only those
+files (a run that trains anything fails: its cache key no longer matches, and the baselines must
+be remade). Decoding, the links and evaluation are then the same bits on both machines, and
+the runs still use the portable settings (``PORTABLE_NUMERICS``). The baselines were made so
+(2026-12-02, on the AMD machine; the ``_71c5871`` ones with a checkout of 71c5871 and the same
+models)::
 
     export ATEN_CPU_CAPABILITY=default ONEDNN_MAX_CPU_ISA=SSE41 MKL_CBWR=COMPATIBLE OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
-    export TESTBED_CACHE_DIR=$(mktemp -d)
+    export TESTBED_CACHE_DIR=$(mktemp -d)   # to remake the models too; else a copy of models/
     testbed run configs/quickstart.yaml --out q --quiet
     testbed run configs/tiny.yaml --set scenario.name=federated --set rounds=3 --out f --quiet
-    # at 71c5871, with a fresh TESTBED_CACHE_DIR: the same, but --set mode=federated
+    cp $TESTBED_CACHE_DIR/*.pt tests/data/regression/models/
+    # at 71c5871, with the same TESTBED_CACHE_DIR: the same, but --set mode=federated
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import os
+import shutil
 import subprocess
 import sys
 
@@ -80,14 +87,20 @@ def compare(baseline: Path, run_dir: Path, columns: list[str] | None = None, rou
 
 
 def _run(out: Path, config: Path, *overrides) -> Path:
-    """``testbed run`` in a subprocess with portable numerics and a model cache of its own."""
-    cache = Path(os.environ["TESTBED_CACHE_DIR"]) / "portable-numerics"
+    """``testbed run`` in a subprocess with portable numerics and a model cache holding the baselines' models."""
+    cache = out.parent / f"{out.name}-models"
+    cache.mkdir()
+    shipped = sorted(p.name for p in (BASELINES / "models").glob("*.pt"))
+    for name in shipped:
+        shutil.copyfile(BASELINES / "models" / name, cache / name)
     env = {**os.environ, **PORTABLE_NUMERICS, "TESTBED_CACHE_DIR": str(cache)}
     args = [sys.executable, "-m", "testbed", "run", str(config), "--out", str(out), "--quiet"]
     for item in overrides:
         args += ["--set", item]
     done = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
+    trained = sorted(p.name for p in cache.glob("*.pt") if p.name not in shipped)
+    assert not trained, f"the run trained {trained}: its model keys changed, remake the baselines (this module's docstring)"
     return out
 
 

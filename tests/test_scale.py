@@ -80,7 +80,7 @@ def test_shared_evaluation_gives_each_device_its_own_metrics_exactly(prepared, m
     assert queued == sum(1 for r in shared if r["decode_ok"])
     assert evaluated < queued / 2  # ideal and clean links share their models
 
-    def alone(self, state, test_idx, record):  # the evaluation before sharing: every device by itself
+    def alone(self, state, test_idx, record, digest=None):  # the evaluation before sharing: every device by itself
         model = self.world.model(self.label)
         model.load_state_dict(state)
         record(*evaluate(model, self.world.dataset.test_x[test_idx], self.world.dataset.test_y[test_idx]))

@@ -137,11 +137,12 @@ class DeviceRun:
             self.fail(f"{transfer.name} {result.failure}")
         return result
 
-    def evaluate(self, state: State, test_idx, record) -> None:
+    def evaluate(self, state: State, test_idx, record, digest: str | None = None) -> None:
         """Evaluate ``state`` (the label's receiver model) on the test images ``test_idx`` and call
-        ``record(accuracy, loss)``: shared with the devices of the node that hold the same state."""
+        ``record(accuracy, loss)``: shared with the devices of the node that hold the same state
+        (``digest``: its :func:`state_digest`, when the caller has it)."""
         if self.evaluations is not None:
-            self.evaluations.add(self, self.label, state, test_idx, record)
+            self.evaluations.add(self, self.label, state, test_idx, record, digest)
             return
         from testbed.training import evaluate
 
