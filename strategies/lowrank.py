@@ -28,6 +28,7 @@ from pydantic import ConfigDict, Field, model_validator
 
 from strategies.base import State, Strategy, StrategyOptions, decode_plain, encode_plain, plain_specs
 from strategies.values import decode_values, encode_values, value_specs
+from testbed.compute import add_flops
 from testbed.payload import FORMAT_BYTES, Payload, PayloadError, Segment, SegmentSpec
 
 RANK_BYTES = 2
@@ -133,6 +134,7 @@ class LowRankStrategy(Strategy):
             return decode_plain(payload, name, like, self.coding)
         u = decode_values(payload, f"{name}/u", m * r, self.coding, rows=m).reshape(m, r)
         v = decode_values(payload, f"{name}/v", n * r, self.coding, rows=n).reshape(n, r)
+        add_flops(2 * m * n * r)  # the product is numpy's: the cost model counts it here
         return torch.from_numpy(u @ v.T).reshape(tuple(like.shape)).to(like.dtype)
 
     def _sent_rank(self, payload: Payload, name: str, like: torch.Tensor) -> int:

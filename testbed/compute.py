@@ -3,13 +3,22 @@
 A device's work in a round is counted in FLOPs (:meth:`DeviceRun.compute`) from costs counted
 once per model with torch's FLOP counter (:class:`torch.utils.flop_counter.FlopCounterMode`):
 
-- decoding a payload: the matrix products and convolutions the strategy's decoder runs, plus one
-  operation per value of the decoded state (**our choice**: the counter sees only matrix products
-  and convolutions; dequantisation and entropy decoding are element-wise, one operation per value);
+- decoding a payload: the matrix products and convolutions the strategy's decoder runs (those done
+  in numpy, a low-rank factor product, are counted by the decoder itself: :func:`add_flops`), plus
+  one operation per value of the decoded state (**our choice**: the counter sees only matrix
+  products and convolutions; dequantisation and entropy decoding are element-wise, one operation
+  per value);
 - evaluating: one image's forward pass, times the images of the device's test split;
-- training (federated): one image's forward and backward pass (counted on a batch of two, halved:
-  BatchNorm needs two), times the images trained on (split size x epochs); the optimiser's update
-  is left out (a few operations per parameter per step, small beside the passes).
+- training (federated, and the data-sharing devices' learning): one image's forward and backward
+  pass (counted on a batch of two, halved: BatchNorm needs two), times the images trained on
+  (images x epochs); the optimiser's update is left out (a few operations per parameter per step,
+  small beside the passes);
+- the other scenarios' device work, by the same rules: an update's decode (its matrix products,
+  and one operation per value of each delta it adds) and the evaluation on the new and the old
+  task's images; split inference's head (one image's forward pass through the device's part, times
+  the images) and feature encoding (one operation per feature value); data sharing's INR decoding
+  (the SIRENs' forward passes over every pixel), JPEG encoding and decoding (one operation per
+  pixel value: **our choice**, no torch counter sees them) and its models' training and evaluation.
 
 The device's time is its FLOPs over its speed, ``fleet.reference_flops_per_s`` x its
 ``speed_factor`` (the trace's ``compute_factor``); its round latency is the airtime of its
@@ -23,19 +32,37 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Callable
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
 
+_OWN_COUNTS: ContextVar[list[int] | None] = ContextVar("own_flop_counts", default=None)
+
+
+def add_flops(flops: int) -> None:
+    """Count ``flops`` of work torch's counter does not see (a product done in numpy, an element-wise
+    step) towards the :func:`count_flops` running, if one is."""
+    counts = _OWN_COUNTS.get()
+    if counts is not None:
+        counts.append(int(flops))
+
+
 def count_flops(work: Callable[[], object]) -> int:
-    """FLOPs of the matrix products and convolutions ``work()`` runs (torch's FLOP counter)."""
+    """FLOPs of the matrix products and convolutions ``work()`` runs (torch's FLOP counter), plus what
+    it counts itself (:func:`add_flops`)."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    with FlopCounterMode(display=False) as counter:
-        work()
-    return int(counter.get_total_flops())
+    own: list[int] = []
+    token = _OWN_COUNTS.set(own)
+    try:
+        with FlopCounterMode(display=False) as counter:
+            work()
+    finally:
+        _OWN_COUNTS.reset(token)
+    return int(counter.get_total_flops()) + sum(own)
 
 
 @dataclass(frozen=True)
@@ -47,20 +74,35 @@ class ModelCosts:
     train: float  # one image's forward and backward pass (local training)
 
 
+def forward_flops(model: torch.nn.Module, image: torch.Tensor) -> float:
+    """One image's forward pass through ``model`` (a copy, in eval mode, without gradients)."""
+    probe = copy.deepcopy(model)
+    probe.eval()
+    with torch.no_grad():
+        return float(count_flops(lambda: probe(image.unsqueeze(0))))
+
+
+def train_flops(model: torch.nn.Module, image: torch.Tensor, label: torch.Tensor) -> float:
+    """One image's forward and backward pass through a copy of ``model`` (counted on a batch of
+    two, halved: BatchNorm needs two)."""
+    probe = copy.deepcopy(model)
+    pair, targets = image.unsqueeze(0).expand(2, *image.shape).contiguous(), label.reshape(1).expand(2).contiguous()
+    probe.train()
+    return count_flops(lambda: F.cross_entropy(probe(pair), targets).backward()) / 2
+
+
+def decode_flops(decode: Callable[[], dict]) -> float:
+    """Decoding a payload: its matrix products and convolutions, plus one operation per float value
+    of the state it decodes into."""
+    decoded: list = []
+    flops = count_flops(lambda: decoded.append(decode()))
+    return float(flops + sum(t.numel() for t in decoded[0].values() if t.dtype.is_floating_point))
+
+
 def model_costs(model: torch.nn.Module, image: torch.Tensor, label: torch.Tensor, decode: Callable[[], dict]) -> ModelCosts:
     """The costs of ``model`` for images shaped like ``image`` (C x H x W); ``decode()`` decodes a
     payload into a state."""
-    decoded: list = []
-    decode_flops = count_flops(lambda: decoded.append(decode()))
-    decode_flops += sum(t.numel() for t in decoded[0].values() if t.dtype.is_floating_point)
-    probe = copy.deepcopy(model)
-    pair, targets = image.unsqueeze(0).expand(2, *image.shape).contiguous(), label.reshape(1).expand(2).contiguous()
-    probe.eval()
-    with torch.no_grad():
-        forward = count_flops(lambda: probe(pair[:1]))
-    probe.train()
-    train = count_flops(lambda: F.cross_entropy(probe(pair), targets).backward()) / 2
-    return ModelCosts(decode=float(decode_flops), forward=float(forward), train=float(train))
+    return ModelCosts(decode=decode_flops(decode), forward=forward_flops(model, image), train=train_flops(model, image, label))
 
 
 def device_timing(flops: float, airtimes, flops_per_s: float, deadline_s: float | None) -> dict:

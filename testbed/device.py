@@ -116,6 +116,12 @@ class NodeWorld:
             self._memo[key] = compute()
         return self._memo[key]
 
+    def forward_flops(self, label: str) -> float:
+        """One test image's forward pass through the label's receiver model (testbed.compute), once per node."""
+        from testbed.compute import forward_flops
+
+        return self.memo(("forward-flops", label), lambda: forward_flops(self.model(label), self.dataset.test_x[0]))
+
     def costs(self, label: str, raw: bytes):
         """The label's model costs in FLOPs (testbed.compute), counted once per process and label
         on the first payload it decodes (the shapes, and so the counts, are the same every round)."""

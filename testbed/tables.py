@@ -237,7 +237,7 @@ MEASUREMENTS = Table(
         Column("link_model", "str", "", "the device's link model"),
         Column("failure", "str", "", "why the device failed this round (first failed transfer, decoding, an error); empty: it did not. A failed device is any row with a failure"),
         Column("unavailable", "bool", "", "the device did not take part this round (its availability draw or schedule): nothing else is measured, and it is not a failure"),
-        Column("compute_s", "float", "s", "on-device time of the round's work from the cost model (FLOPs of decoding, evaluation, training / the device's FLOP/s); empty: the scenario counts none"),
+        Column("compute_s", "float", "s", "on-device time of the round's work from the cost model (FLOPs of decoding, evaluation, training, encoding / the device's FLOP/s); empty: no work counted (a device that failed before any)"),
         Column("latency_s", "float", "s", "the device's round latency: airtime of its transfers + compute_s"),
         Column("late", "bool", "", "latency_s exceeds round.deadline_s: kept in the metrics, not aggregated (federated), not on time"),
     ),

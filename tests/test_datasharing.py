@@ -72,6 +72,18 @@ def test_decoded_images_are_measured_against_the_originals(sharing_run):
     assert len(q8) and (q8 < fp32 / 2).all()  # 8 of 32 bits, plus per-tensor ranges, the box, framing
 
 
+def test_each_device_s_compute_counts_its_encoding_decoding_and_learning(sharing_run):
+    rows = measurements(sharing_run)
+    alive = rows[rows["failure"] == ""]
+    assert len(alive) and (alive["compute_s"] > 0).all()  # every device encoded its images and learnt
+    later = alive[alive["round"] > 1]
+    receiver = later[later["device_id"].isin([1, 3, 5])].groupby("round")["compute_s"].min()
+    sender_only = later[later["device_id"] == 7].groupby("round")["compute_s"].max()
+    assert (receiver > sender_only).all()  # decoding three forms of 8 images, and training on them
+    again = alive.groupby(["round", "label", "images_received", "train_images"], dropna=False)["compute_s"].nunique()
+    assert (again == 1).all()  # the same work gives the same count on every device: shapes only
+
+
 TIMING = ["fit_s_per_image", "decode_s_per_image", "train_s", "train_s_jpeg", "train_s_jpeg_matched"]  # wall-clock
 
 

@@ -130,6 +130,12 @@ def test_the_split_run_is_the_same_whatever_the_cohorts_and_scores_every_device(
     ideal = a[a["link_model"] == "ideal"]
     assert (ideal["failure"] == "").all() and ideal["accuracy"].notna().all()
     assert (ideal["n_test"] == 16).all() and (ideal["agreement"] >= 0.9).all()
+    # on-device compute: the head's forward pass and the feature encoding every round, the head's decode in round 1
+    assert (ideal["compute_s"] > 0).all()
+    per_label = ideal.groupby(["label", "round"])["compute_s"].agg(["min", "max"])
+    assert (per_label["min"] == per_label["max"]).all()  # the same work on every ideal device: shapes only
+    rounds = ideal.groupby(["label", "round"])["compute_s"].first().unstack()
+    assert (rounds[1] > rounds[2]).all()  # round 1 also decoded the head it received
 
 
 @pytest.mark.slow

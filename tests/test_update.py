@@ -6,6 +6,7 @@ import json
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from hypothesis import given, settings
@@ -331,6 +332,14 @@ def test_update_runs_are_the_same_whatever_the_cohorts(noisy_runs):
         assert (three / name).read_text() == (one / name).read_text(), name
     summary = json.loads((one / "summary.json").read_text())
     assert [v["version"] for v in summary["strategies"]["fact"]["versions"]] == [0, 1, 2, 3]
+    # on-device compute: every device that holds a model evaluated it; a bundle of two updates costs
+    # more to decode than one (the same evaluation: every test split has the same size)
+    rows = pd.read_csv(one / "measurements.csv")
+    held = rows[rows["accuracy"].notna()]
+    assert len(held) and (held["compute_s"] > 0).all() and held["n_test"].nunique() == 1
+    fact = held[(held["label"] == "fact") & (held["sent"] == "update")]
+    one_update, two = fact[fact["updates_sent"] == 1]["compute_s"], fact[fact["updates_sent"] == 2]["compute_s"]
+    assert len(one_update) and len(two) and two.min() > one_update.max()
 
 
 @pytest.mark.slow

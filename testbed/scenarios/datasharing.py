@@ -44,6 +44,7 @@ import numpy as np
 import torch
 from pydantic import Field, model_validator
 
+from testbed.compute import count_flops, forward_flops, train_flops
 from testbed.inr import Box, FitOptions, ResidualOptions, SirenShape, decode_residual_inr, fit_residual_inrs, init_siren, otsu_box, psnr, ssim
 from testbed.payload import Payload, PayloadSchema, Segment, SegmentSpec
 from testbed.recipes import LocalTrainConfig
@@ -331,7 +332,9 @@ class DataSharing(Scenario):
             raise ValueError("the device has no training split to share images from (set data.train_per_device)")
         dataset = device.world.dataset
         picks = self.picks(device, device.round)
-        files = [to_jpeg(dataset_image(dataset, i), self.options.jpeg_quality) for i in picks]
+        images = [dataset_image(dataset, i) for i in picks]
+        files = [to_jpeg(image, self.options.jpeg_quality) for image in images]
+        device.compute(sum(image.size for image in images))  # one operation per pixel value encoded (our choice)
         boxes = None if dataset.train_boxes is None else [dataset_box(dataset, i) or (-1, -1, -1, -1) for i in picks]
         result = device.transfer(UP, jpeg_payload(files, boxes), strategy_name="jpeg")
         device.measure(images_sent=len(picks), up_bytes_per_image=result.row["bytes"] / len(picks))
@@ -345,6 +348,7 @@ class DataSharing(Scenario):
         originals = [dataset_image(world.dataset, i) for _, i in batch]
         height, width = originals[0].shape[:2]
         channels = 1 if originals[0].ndim == 2 else originals[0].shape[2]
+        pixel_values = height * width * channels
         boxes = [dataset_box(world.dataset, i) or otsu_box(o) for (_, i), o in zip(batch, originals)]
         template = batch_template(count, self.options, channels)
         decoded_at = {}
@@ -352,12 +356,16 @@ class DataSharing(Scenario):
         def decode_inrs(p):
             state = device.strategy.decode(p, template)
             started = time.perf_counter()
-            images = [decode_residual_inr({n.split(".", 1)[1]: v for n, v in state.items() if n.split(".", 1)[0] == str(k)},
-                                          height, width) for k in range(count)]
+            parts = [{n.split(".", 1)[1]: v for n, v in state.items() if n.split(".", 1)[0] == str(k)} for k in range(count)]
+            images: list = []
+            # counted as it runs (the object SIRENs' passes cover their own boxes), the timing included
+            flops = count_flops(lambda: images.extend(decode_residual_inr(part, height, width) for part in parts))
             decoded_at["s"] = time.perf_counter() - started
+            device.compute(flops + sum(v.numel() for v in state.values() if v.dtype.is_floating_point))
             return images
 
         def decode_jpegs(p):
+            device.compute(count * pixel_values)  # one operation per pixel value decoded (our choice)
             return [from_jpeg(s.data) for s in p.segments]
 
         sources = {"inr": (device.strategy.read(device.plan.blobs[f"inr/{device.label}/{fog}"], template), None, decode_inrs),
@@ -408,11 +416,15 @@ class DataSharing(Scenario):
                 model.load_state_dict(weights)
             train_x, train_y = torch.cat([own_x, x]), torch.cat([own_y, y])
             suffix = FORMS[form][1]
+            costs = device.world.memo(("share-model-flops",), lambda: (
+                train_flops(model, dataset.train_x[0], dataset.train_y[0]), forward_flops(model, dataset.train_x[0])))
             if len(train_x) >= 2:  # BatchNorm trains on batches of two or more
                 started = time.perf_counter()
                 train_local(model, train_x, train_y, self.options.local, seed)
                 device.measure(**{f"train_s{suffix}": time.perf_counter() - started})
+                device.compute(costs[0] * len(train_x) * self.options.local.epochs)
             device.measure(**{f"accuracy{suffix}": evaluate(model, test_x, test_y)[0]})
+            device.compute(costs[1] * len(test_y))
             if form == "inr":
                 device.measure(train_images=len(train_x))
             state.update({f"{form}.model.{k}": v.detach().clone() for k, v in model.state_dict().items()})

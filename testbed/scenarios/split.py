@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from pydantic import Field, field_validator
 
+from testbed.compute import decode_flops, forward_flops
 from testbed.errors import ConfigError
 from testbed.report.figures import figure
 from testbed.scenarios.base import DeviceRun, RoundPlan, RoundResults, Scenario, ScenarioOptions, plain_state
@@ -213,8 +214,10 @@ class Split(Scenario):
             self._node["template"] = {k: v.clone() for k, v in head.state_dict().items()}
         template = self._node["template"]
         if device.state is None:
-            result = device.transfer(HEAD, strategy.read(device.plan.blobs[f"head/{label}"], template),
-                                     decode=lambda p: strategy.decode(p, template))
+            sent = strategy.read(device.plan.blobs[f"head/{label}"], template)
+            result = device.transfer(HEAD, sent, decode=lambda p: strategy.decode(p, template))
+            if result.row["delivered"]:  # decoded once; the device holds the head from then on
+                device.compute(world.memo(("head-decode-flops", label), lambda: decode_flops(lambda: strategy.decode(sent, template))))
             if not result.ok:
                 return None
             device.state = {"head_payload": torch.frombuffer(bytearray(result.received.to_bytes()), dtype=torch.uint8)}
@@ -239,6 +242,9 @@ class Split(Scenario):
         start = time.perf_counter()
         payload = codec.encode(features)
         encode_ms = 1e3 * (time.perf_counter() - start)
+        # the head's forward pass per image (counted once per node), and one operation per feature value encoded
+        one = device.world.memo(("head-flops",), lambda: forward_flops(head, device.world.dataset.test_x[0]))
+        device.compute(one * len(images) + features.numel())
         device.measure(n_test=len(images), bytes_per_sample=payload.nbytes / len(images),
                        bits_per_element=8 * payload.nbytes / features.numel(), encode_ms=encode_ms)
         result = device.transfer(UP, payload, strategy_name=codec.name)

@@ -43,6 +43,7 @@ The accuracy on the new task is ``accuracy``, on the old task ``accuracy_old``
 
 from __future__ import annotations
 
+import hashlib
 import math
 from contextlib import contextmanager
 from dataclasses import replace
@@ -54,6 +55,7 @@ from pydantic import ConfigDict, Field, field_validator
 
 from strategies.base import valid_model
 from testbed import metrics
+from testbed.compute import add_flops, decode_flops
 from testbed.payload import Payload, PayloadSchema, Segment
 from testbed.recipes import TrainConfig
 from testbed.report.figures import figure
@@ -441,8 +443,10 @@ class Update(Scenario):
         model.load_state_dict(held)
         split = device.split
         x, y = world.dataset.test_x[split.test_idx], world.dataset.test_y[split.test_idx]
-        accuracy, loss = evaluate(model, *self.tasks.new(x, y))
+        new_x, new_y = self.tasks.new(x, y)
+        accuracy, loss = evaluate(model, new_x, new_y)
         old_x, old_y = self.tasks.old(x, y)
+        device.compute(world.forward_flops(label) * (len(new_y) + len(old_y)))
         accuracy_old = float(evaluate(model, old_x, old_y)[0]) if len(old_y) else math.nan
         power = metrics.float_power(reference)
         nmse = metrics.to_db(metrics.squared_error(held, reference) / power) if power else math.nan
@@ -466,12 +470,13 @@ class Update(Scenario):
         template = world.template(label)
         if label in self.options.full_model:
             raw = device.plan.blobs[f"update/{label}"]
-            result = device.transfer(UPDATE, world.parse(label, raw), decode=lambda p: strategy.decode(p, template))
+            sent_payload, decode = world.parse(label, raw), (lambda p: strategy.decode(p, template))
+            result = device.transfer(UPDATE, sent_payload, decode=decode)
             sent, count = UPDATE.name, 0
         elif version == NOTHING or v - version > self.options.max_gap:
             raw = device.plan.blobs[f"full/{label}"]
-            result = device.transfer(FULL, self.full.read(raw, template), strategy_name=self.full.name,
-                                     decode=lambda p: self.full.decode(p, template))
+            sent_payload, decode = self.full.read(raw, template), (lambda p: self.full.decode(p, template))
+            result = device.transfer(FULL, sent_payload, strategy_name=self.full.name, decode=decode)
             sent, count = FULL.name, 0
         else:
             deltas = {k: template[k] for k in float_names(template)}
@@ -482,11 +487,17 @@ class Update(Scenario):
             def apply(payload):
                 model = held
                 for p in unbundle(payload, part, versions).values():  # in version order
-                    model = add_delta(model, strategy.decode(p, deltas, delta=True))
+                    delta = strategy.decode(p, deltas, delta=True)
+                    add_flops(sum(t.numel() for t in delta.values()))  # adding it: one operation per value
+                    model = add_delta(model, delta)
                 return valid_model(model)
 
-            result = device.transfer(UPDATE, Payload.from_bytes(raw, bundle_schema(part, versions)), decode=apply)
+            sent_payload, decode = Payload.from_bytes(raw, bundle_schema(part, versions)), apply
+            result = device.transfer(UPDATE, sent_payload, decode=decode)
             sent, count = UPDATE.name, len(versions)
+        if result.row["delivered"]:  # decoded whether it loads or not; counted on the payload as sent (shapes only)
+            key = ("decode-flops", label, sent, hashlib.sha256(raw).digest())
+            device.compute(world.memo(key, lambda: decode_flops(lambda: decode(sent_payload))))
         device.measure(sent=sent, updates_sent=count, decode_ok=result.ok)
         return result.value if result.ok else None
 
