@@ -44,9 +44,9 @@ def pss_bytes(pid: int) -> int:
 class TreeMemory:
     """The peak, over the block, of the PSS summed over this process and its descendants.
 
-    Sampled every 2 s: reading ``smaps_rollup`` for a Ray process tree (about ten processes) costs
-    about 50 ms of CPU, so sampling every 0.25 s took a tenth of this 2-core machine from the fleet
-    (and less from the plain loop's three processes): the times were skewed by the measurement."""
+    Sampled every 2 s: reading ``smaps_rollup`` costs CPU per process, and a Ray process tree has
+    about ten to the plain loop's three, so frequent sampling (every 0.25 s before) slowed the
+    fleet more than the loop and skewed the ratio it measures."""
 
     def __init__(self, every_s: float = 2.0):
         self.every_s, self.peak = every_s, 0
