@@ -194,7 +194,7 @@ class Fleet:
         come from ``fog_defaults`` (``fleet.fog.link``), else from ``defaults``."""
         path = Path(path)
         defaults = defaults if defaults is not None else link_section()
-        defaults = (defaults, fog_defaults if fog_defaults is not None else defaults)
+        sections = (defaults, fog_defaults if fog_defaults is not None else defaults)  # own link, fog hop link
         cols = columns()
         reader = csv.reader(io.StringIO(_read_text(path), newline=""))
         header = None
@@ -209,7 +209,7 @@ class Fleet:
                 continue
             if len(row) != len(header):
                 raise FleetError(f"{path} line {line}: {len(row)} cells, expected {len(header)}")
-            device = _device_from_row(path, line, dict(zip(header, row)), len(devices), defaults, seed, cols)
+            device = _device_from_row(path, line, dict(zip(header, row)), len(devices), sections, seed, cols)
             if device.device_id in first_line:
                 raise FleetError(
                     f"{path} line {line}, column device_id: device {device.device_id} already on line {first_line[device.device_id]}"
@@ -329,7 +329,7 @@ def _check_header(path: Path, line: int, header: list[str], cols: dict[str, Colu
 
 
 def _device_from_row(
-    path: Path, line: int, row: dict[str, str], position: int, defaults: tuple[LinkSection, LinkSection], seed: int,
+    path: Path, line: int, row: dict[str, str], position: int, sections: tuple[LinkSection, LinkSection], seed: int,
     cols: dict[str, Column],
 ) -> Device:
     device: dict[str, Any] = {}
@@ -348,11 +348,11 @@ def _device_from_row(
         if problem:
             raise FleetError(f"{where}: {value!r} {problem}")
         (given[c.fog_hop] if c.link else device)[c.attr] = c.rule.check(value)
-    params = _link_params(defaults[0], device["device_id"], position, seed, given[0])
+    params = _link_params(sections[0], device["device_id"], position, seed, given[0])
     _check_link_cells(path, line, params, given[0], cols, fog_hop=False)
     if given[1]:  # the row gives its fog hop link: what it leaves out is its own link's (the same radio)
         hop = {**params.model_dump(), **given[1]}
-        device["fog_link"] = _link_params(defaults[1], device["device_id"], position, seed, hop, key="fog.link")
+        device["fog_link"] = _link_params(sections[1], device["device_id"], position, seed, hop, key="fog.link")
         _check_link_cells(path, line, device["fog_link"], given[1], cols, fog_hop=True, known=hop)
     return Device(link=params, **{"partition": position, **device})  # no compute_factor: the reference speed
 
