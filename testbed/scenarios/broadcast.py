@@ -145,6 +145,7 @@ class Broadcast(ModelDelivery):
     description = "A centrally trained model sent to every device over its own link, every round."
     transfers = (DOWN,)
     fleet_accuracy = "mean"
+    plans_ahead = True  # the same payloads every round
 
     def initial_states(self, server) -> dict:
         from testbed.training import central_model
