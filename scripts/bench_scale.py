@@ -11,7 +11,7 @@ the whole process tree (this process and every descendant: the Ray workers, or t
 sampled every 2 s (:class:`TreeMemory`). Prints a table with the per-device cost and its growth, writes it as CSV and
 plots it.
 
-    nice .venv/bin/python scripts/bench_scale.py [--devices 100 1000 10000] [--out docs/results]
+    nice .venv/bin/python scripts/bench_scale.py [--devices 100 1000 10000] [--repeats K] [--out docs/results]
 """
 
 from __future__ import annotations
@@ -109,6 +109,23 @@ def measure(devices: int, rounds: int, workers: int, loop_too: bool = True) -> d
     }
 
 
+def summarise(pairs: list[dict]) -> dict:
+    """One row from repeated (loop, fleet) pairs of a size: the median of each time and of the
+    pairs' ratios (each ratio measured in one pair, minutes apart), their range, the largest peak."""
+    import statistics
+
+    median = lambda key: statistics.median(p[key] for p in pairs)  # noqa: E731
+    row = dict(pairs[len(pairs) // 2])
+    for key in ("fleet_round1_s", "fleet_s", "loop_s", "ratio", "fleet_ms_per_device", "loop_ms_per_device"):
+        row[key] = median(key)
+    row["ratio_min"], row["ratio_max"] = min(p["ratio"] for p in pairs), max(p["ratio"] for p in pairs)
+    row["fleet_peak_gb"] = max(p["fleet_peak_gb"] for p in pairs)
+    row["loop_peak_gb"] = max(p["loop_peak_gb"] for p in pairs)
+    row["repeats"] = len(pairs)
+    row["load"] = f"{pairs[0]['load'].split(' -> ')[0]} -> {pairs[-1]['load'].split(' -> ')[-1]}"
+    return row
+
+
 def _number(text: str):
     try:
         return int(text)
@@ -151,6 +168,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "results")
     parser.add_argument("--fleet-only", type=int, nargs="*", default=[], metavar="DEVICES",
                         help="sizes measured without the plain loop (when the machine has no time for both)")
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="loop-then-fleet pairs per size; the row has the medians and the pairs' ratios' range")
     parser.add_argument("--append", action="store_true", help="add the rows to OUT/scale.csv instead of replacing it")
     args = parser.parse_args()
     workers = args.workers or machine_cpus()
@@ -161,11 +180,13 @@ def main() -> None:
         with open(table, newline="") as f:
             rows = [{k: _number(v) for k, v in r.items()} for r in csv.DictReader(f)]
     for devices in args.devices:
-        rows.append(measure(devices, args.rounds, workers, loop_too=devices not in args.fleet_only))
+        pairs = [measure(devices, args.rounds, workers, loop_too=devices not in args.fleet_only) for _ in range(args.repeats)]
+        rows.append(summarise(pairs))
         r = rows[-1]
         growth = r["fleet_ms_per_device"] / rows[0]["fleet_ms_per_device"]
         print(f"{devices:>6} devices x {r['strategies']}: fleet {r['fleet_s']:.1f} s/round (round 1 {r['fleet_round1_s']:.1f} s), "
-              f"loop {r['loop_s']:.1f} s, ratio {r['ratio']:.2f}; {r['fleet_ms_per_device']:.2f} ms per device "
+              f"loop {r['loop_s']:.1f} s, ratio {r['ratio']:.2f} ({r['ratio_min']:.2f}-{r['ratio_max']:.2f} over "
+              f"{r['repeats']}); {r['fleet_ms_per_device']:.2f} ms per device "
               f"(x{growth:.2f} the first size's), peak {r['fleet_peak_gb']:.2f} GB (loop {r['loop_peak_gb']:.2f} GB); "
               f"{r['load']}", flush=True)
     args.out.mkdir(parents=True, exist_ok=True)

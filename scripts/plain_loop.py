@@ -6,7 +6,7 @@ the evaluation on the device's test split; with ``share`` the evaluations go thr
 :class:`testbed.shared_evaluation.SharedEvaluation` as on the fleet's nodes (the same work the
 fleet does), without it each device evaluates alone. The world (dataset, fleet, receiver models)
 is the node's :class:`testbed.device.NodeWorld`, built once per process. ``run_pool`` spreads the
-devices over a process pool of every core, in contiguous chunks (a few per process, like cohorts).
+devices over a process pool of every core, in contiguous chunks the size of the fleet's cohorts.
 
 Used by scripts/bench_fleet.py and scripts/bench_scale.py.
 """
@@ -98,19 +98,21 @@ def plan_of(experiment) -> Plan:
     return Plan(experiment.labels, plan.blobs, plan.states)
 
 
-def run_pool(experiment, rounds: list[int], workers: int, share: bool, chunks_per_worker: int = 4) -> list[float]:
+def run_pool(experiment, rounds: list[int], workers: int, share: bool) -> list[float]:
     """Seconds per round of the plain loop over ``workers`` processes (each builds its world first,
     outside the timing). Where the fleet sends a round's messages while the round before still runs
     (the scenario plans ahead, testbed.inflight), the loop queues every round's chunks at once, in
     order, so that it too never waits at a round's end; a round's time is then from the end of the
     round before to the end of its last chunk."""
+    from testbed.engine import cohort_size
+
     plan = plan_of(experiment)
     devices = [d.device_id for d in experiment.fleet.devices]
     context = multiprocessing.get_context("spawn")  # a fresh process, as a Ray worker is
     jobs = []
     for round_ in rounds:
         taking_part = sorted(d.device_id for d in experiment.fleet.available(round_, experiment.config.seed))
-        size = max(1, -(-len(taking_part) // (workers * chunks_per_worker)))
+        size = cohort_size(len(experiment.fleet.devices), experiment.config.engine)  # the fleet's cohorts
         jobs.append([(round_, taking_part[i : i + size], share) for i in range(0, len(taking_part), size)])
     with context.Pool(workers, initializer=_start, initargs=(experiment.config_text, experiment.base_dir, plan)) as pool:
         pool.map(_chunk, [(0, devices[:1], share)] * workers, chunksize=1)  # every process builds its world

@@ -4,7 +4,7 @@ The orchestrator keeps one round in flight, or two where the scenario's round pl
 depend on the rounds before (``Scenario.plans_ahead``: broadcast): the next round's messages
 then wait in the engine's queue while the current round finishes, so no worker idles at the
 end of a round while the slowest cohort finishes, nor at the start of the next while the
-simulation engine picks its messages up (Flower's polls for new messages every 0.1 s). Rounds
+simulation engine picks its messages up (it polls for new messages every 0.1 s). Rounds
 are still committed one at a time, in order, each from its own replies.
 """
 
@@ -28,8 +28,8 @@ class RoundInFlight:
     # shown by the progress display when it does.
     early: list[tuple] = field(default_factory=list)
 
-    def take(self, cohort: list[int], reply) -> None:
-        """A node's reply (:class:`testbed.device.CohortReply`) for ``cohort``."""
+    def take(self, reply) -> None:
+        """A node's reply (:class:`testbed.device.CohortReply`) for one of the round's cohorts."""
         self.transfers.extend(reply.transfers)
         self.measurements.extend(reply.measurements)
         self.uploads.update(reply.uploads)

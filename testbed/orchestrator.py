@@ -310,7 +310,7 @@ class Experiment:
                     self._lost(flight, bar, cohort, "node error: " + " ".join(str(message.error.reason).split())[:300])  # one line
                     continue
                 reply = read_reply(message.content)
-                flight.take(cohort, reply)
+                flight.take(reply)
                 shown = (len(cohort), reply.transfers, reply.measurements)
                 if flight is head:
                     bar.advance(*shown)

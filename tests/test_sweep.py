@@ -9,6 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from conftest import shared_ray_address
 from testbed.cli import main as cli_main
 from testbed.config import ConfigError, dump_config, load_config
 from testbed.sweep import point_name, point_state, run_sweep, short_keys, sweep_points
@@ -89,7 +90,7 @@ def test_sweep_runs_every_point_then_only_the_missing_ones(tmp_path, capsys):
     kept_mtime = kept.stat().st_mtime_ns
     shutil.rmtree(dirs[1])
     assert point_state(dirs[1], points[1].config) == "new"
-    run_sweep(config, out, progress=True)
+    run_sweep(config, out, progress=True, ray_address=shared_ray_address())  # the first call started its own Ray
     second = capsys.readouterr().out
     assert "snr_db=2: already done, skipped" in second
     assert "snr_db=20: running" in second and second.count(": running") == 1
