@@ -133,9 +133,10 @@ DEADLINE_S = 1.0
 
 @pytest.fixture(scope="module")
 def compute_runs(tmp_path_factory):
-    """The same run twice: one device per node on two workers, automatic cohorts on one worker."""
+    """The same run twice: one device per node on the session's Ray (a worker per CPU), automatic
+    cohorts on one worker."""
     root = tmp_path_factory.mktemp("compute")
-    first = run_tiny(root / "one", *COMPUTE, f"round.deadline_s={DEADLINE_S}", "engine.devices_per_node=1", "engine.num_workers=2")
+    first = run_tiny(root / "one", *COMPUTE, f"round.deadline_s={DEADLINE_S}", "engine.devices_per_node=1")
     second = run_tiny(root / "auto", *COMPUTE, f"round.deadline_s={DEADLINE_S}", "engine.devices_per_node=null",
                       "engine.num_workers=1")
     return first, second

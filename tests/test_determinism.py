@@ -12,7 +12,7 @@ pytestmark = pytest.mark.slow  # starts Flower on Ray
 def test_metrics_do_not_depend_on_cohorts_workers_or_rounds_sent_ahead(tiny_run, tmp_path, monkeypatch):
     from testbed.scenarios.broadcast import Broadcast
 
-    # The reference run used two devices per node and two workers, and (broadcast plans ahead)
+    # The reference run used two devices per node and a worker per CPU, and (broadcast plans ahead)
     # pushed round 2's messages before round 1 was committed; this one sends a round at a time.
     monkeypatch.setattr(Broadcast, "plans_ahead", False)
     other = run_tiny(tmp_path / "run", *FAULTY, "scenario.measurements=[nmse_conv]", "engine.devices_per_node=5",
@@ -30,7 +30,7 @@ def test_metrics_do_not_depend_on_cohorts_workers_or_rounds_sent_ahead(tiny_run,
 
 def test_federated_metrics_do_not_depend_on_cohorts_or_workers(tmp_path):
     federated = ["scenario.name=federated", "rounds=2"]
-    one = run_tiny(tmp_path / "one", *federated, "engine.devices_per_node=1", "engine.num_workers=2")
+    one = run_tiny(tmp_path / "one", *federated, "engine.devices_per_node=1")  # the session's Ray: a worker per CPU
     four = run_tiny(tmp_path / "four", *federated, "engine.devices_per_node=4", "engine.num_workers=1")
     for name in ("measurements.csv", "transfers.csv", "rounds.csv"):
         assert (four / name).read_text() == (one / name).read_text(), name

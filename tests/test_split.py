@@ -106,7 +106,7 @@ RUN = [*SPLIT, "scenario.head=deliver", "rounds=2",
 def split_runs(tmp_path_factory):
     """The same split run with one and with three devices per node."""
     base = tmp_path_factory.mktemp("split")
-    one = run_tiny(base / "one", *RUN, "engine.devices_per_node=1", "engine.num_workers=2")
+    one = run_tiny(base / "one", *RUN, "engine.devices_per_node=1")  # the session's Ray: a worker per CPU
     three = run_tiny(base / "three", *RUN, "engine.devices_per_node=3", "engine.num_workers=1")
     return one, three
 
