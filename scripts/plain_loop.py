@@ -109,14 +109,14 @@ def run_pool(experiment, rounds: list[int], workers: int, share: bool) -> list[f
     plan = plan_of(experiment)
     devices = [d.device_id for d in experiment.fleet.devices]
     context = multiprocessing.get_context("spawn")  # a fresh process, as a Ray worker is
+    size = cohort_size(len(experiment.fleet.devices), experiment.config.engine)  # the fleet's cohorts
     jobs = []
     for round_ in rounds:
         taking_part = sorted(d.device_id for d in experiment.fleet.available(round_, experiment.config.seed))
-        size = cohort_size(len(experiment.fleet.devices), experiment.config.engine)  # the fleet's cohorts
         jobs.append([(round_, taking_part[i : i + size], share) for i in range(0, len(taking_part), size)])
     with context.Pool(workers, initializer=_start, initargs=(experiment.config_text, experiment.base_dir, plan)) as pool:
         pool.map(_chunk, [(0, devices[:1], share)] * workers, chunksize=1)  # every process builds its world
-        if not experiment.scenario.plans_ahead:
+        if not experiment.scenario.plans_ahead or not all(jobs):  # a round with no device: nothing to queue
             times = []
             for round_jobs in jobs:
                 start = time.perf_counter()
