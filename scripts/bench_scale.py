@@ -11,7 +11,7 @@ the whole process tree (this process and every descendant: the Ray workers, or t
 sampled every 2 s (:class:`TreeMemory`). Prints a table with the per-device cost and its growth, writes it as CSV and
 plots it.
 
-    nice .venv/bin/python scripts/bench_scale.py [--devices 100 1000 10000] [--repeats K] [--out docs/results]
+    nice .venv/bin/python scripts/bench_scale.py [--devices 100 1000 10000] [--repeats K] [--set KEY=VALUE] [--out docs/results]
 """
 
 from __future__ import annotations
@@ -72,21 +72,22 @@ class TreeMemory:
         return False
 
 
-def scale_config(devices: int, rounds: int, workers: int):
+def scale_config(devices: int, rounds: int, workers: int, overrides: tuple[str, ...] = ()):
     from testbed.config import load_config
 
     return load_config(REPO / "configs" / "quickstart.yaml",
-                       [f"fleet.devices={devices}", f"rounds={rounds}", f"engine.num_workers={workers}", "name=scale"])
+                       [f"fleet.devices={devices}", f"rounds={rounds}", f"engine.num_workers={workers}", "name=scale",
+                        *overrides])
 
 
-def measure(devices: int, rounds: int, workers: int, loop_too: bool = True) -> dict:
+def measure(devices: int, rounds: int, workers: int, loop_too: bool = True, overrides: tuple[str, ...] = ()) -> dict:
     from bench_fleet import load, prepared, round_times, steady
     from plain_loop import run_pool
 
     from testbed.engine import cohort_size
     from testbed.runner import run_experiment
 
-    config = scale_config(devices, rounds, workers)
+    config = scale_config(devices, rounds, workers, overrides)
     loop, loop_memory = [math.nan], TreeMemory()
     if loop_too:
         experiment = prepared(config)
@@ -170,6 +171,8 @@ def main() -> None:
                         help="sizes measured without the plain loop (when the machine has no time for both)")
     parser.add_argument("--repeats", type=int, default=1,
                         help="loop-then-fleet pairs per size; the row has the medians and the pairs' ratios' range")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a config override for both the fleet and the loop, e.g. engine.devices_per_node=25")
     parser.add_argument("--append", action="store_true", help="add the rows to OUT/scale.csv instead of replacing it")
     args = parser.parse_args()
     workers = args.workers or machine_cpus()
@@ -180,7 +183,8 @@ def main() -> None:
         with open(table, newline="") as f:
             rows = [{k: _number(v) for k, v in r.items()} for r in csv.DictReader(f)]
     for devices in args.devices:
-        pairs = [measure(devices, args.rounds, workers, loop_too=devices not in args.fleet_only) for _ in range(args.repeats)]
+        pairs = [measure(devices, args.rounds, workers, loop_too=devices not in args.fleet_only, overrides=tuple(args.set))
+                 for _ in range(args.repeats)]
         rows.append(summarise(pairs))
         r = rows[-1]
         growth = r["fleet_ms_per_device"] / rows[0]["fleet_ms_per_device"]
