@@ -290,14 +290,21 @@ class Experiment:
 
         head = in_flight[0]
         bar.start_round(head.round, head.devices)
-        for devices, transfers, measurements in head.early:
-            bar.advance(devices, transfers, measurements)
+        for shown in head.early:
+            bar.advance(*shown)
+
+        def show(flight, devices: int, transfers: list[dict], measurements: list[dict]) -> None:
+            if flight is head:
+                bar.advance(devices, transfers, measurements)
+            else:  # shown when its round comes to the front
+                flight.early.append((devices, transfers, measurements))
+
         deadline = time.monotonic() + self.config.engine.round_timeout_s
         while head.pending:
             self._check_stop()
             if time.monotonic() > deadline:
                 for cohort in head.pending.values():
-                    self._lost(head, bar, cohort, f"node lost: no reply within {self.config.engine.round_timeout_s:g} s")
+                    show(head, len(cohort), [], self._lost(head, cohort, f"node lost: no reply within {self.config.engine.round_timeout_s:g} s"))
                 head.pending.clear()
                 break
             replies = list(grid.pull_messages({m for flight in in_flight for m in flight.pending}))
@@ -307,26 +314,21 @@ class Experiment:
                     continue
                 flight, cohort = found
                 if message.has_error():
-                    self._lost(flight, bar, cohort, "node error: " + " ".join(str(message.error.reason).split())[:300])  # one line
+                    reason = "node error: " + " ".join(str(message.error.reason).split())[:300]  # one line
+                    show(flight, len(cohort), [], self._lost(flight, cohort, reason))
                     continue
                 reply = read_reply(message.content)
                 flight.take(reply)
-                shown = (len(cohort), reply.transfers, reply.measurements)
-                if flight is head:
-                    bar.advance(*shown)
-                else:
-                    flight.early.append(shown)
+                show(flight, len(cohort), reply.transfers, reply.measurements)
             if head.pending and not replies:
                 time.sleep(0.02)
 
-    def _lost(self, flight: RoundInFlight, bar, cohort: list[int], reason: str) -> None:
+    def _lost(self, flight: RoundInFlight, cohort: list[int], reason: str) -> list[dict]:
+        """Failed rows, added to the round, for a cohort whose results never came back."""
         self.log(f"round {flight.round}: devices {cohort}: {reason}")
         rows = self._failed(flight.round, cohort, reason)
         flight.measurements.extend(rows)
-        if flight.round == bar.round:
-            bar.advance(len(cohort), [], rows)
-        else:
-            flight.early.append((len(cohort), [], rows))
+        return rows
 
     def _finish_round(self, flight: RoundInFlight) -> None:
         """Sort the round's rows, let the scenario absorb its uploads, commit it."""
@@ -483,10 +485,7 @@ class _Progress:
             self.devices_task = self.bar.add_task("devices", total=1, completed=0, info="")
         return self
 
-    round = 0  # the round shown
-
     def start_round(self, round_: int, devices: int) -> None:
-        self.round = round_
         self.round_started = time.perf_counter()
         self.round_devices = 0
         self.round_total, self.rounds_after = devices, self.rounds - round_

@@ -30,8 +30,8 @@ Progress = Callable[[int, int, float], None]  # (step, total steps, loss of the 
 # depend on which other devices share its evaluation (testbed.shared_evaluation).
 MIN_BATCH = 16
 # Rows per forward pass when scoring: wide convolutions are faster in batches whose activations
-# stay in the cache (DeepCNN width 32, one thread, here: about 0.5 ms an image in batches of 64 to
-# 256, 0.65 ms in batches of 1,000; width 8 the same at every size). Logits do not depend on it.
+# stay in the cache (scripts/bench_fleet.py, DeepCNN width 32: 2.94 s a round with batches of
+# 1,000, 2.55 s with 128; docs/ORCHESTRATOR.md). Logits do not depend on it (tests/test_scale.py).
 FORWARD_BATCH = 128
 
 

@@ -4,8 +4,9 @@
 ``datasets.Dataset`` (label, original index), so only the labels are touched.
 ``iid`` is a seeded shuffle cut into contiguous parts, the cut flwr-datasets'
 IidPartitioner makes (``datasets.Dataset.shard(contiguous=True)``; a test checks
-they agree), done here with numpy: importing flwr-datasets costs about 1.8 s
-(seaborn, scipy, Hugging Face datasets) in every Ray worker of every run.
+they agree), done here with numpy: importing flwr-datasets brings in seaborn,
+scipy and Hugging Face datasets, seconds in every Ray worker of every run
+(``python -X importtime -c "import flwr_datasets.partitioner"`` shows them).
 Partition lists are cached per process: computing one device's split in a Ray
 worker costs one partitioning of the labels, then a lookup.
 """
