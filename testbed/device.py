@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from testbed.allocator import keep_freed_memory
 from testbed.payload import Payload, PayloadError
 from testbed.scenarios.base import DeviceRun, RoundPlan, State, Upload
 from testbed.shared_evaluation import SharedEvaluation
@@ -174,6 +175,7 @@ def node_world(config_text: str, base_dir: str | None = None) -> NodeWorld:
         # Flower's worker-side notices ("Manually terminating ClientAppActor" at every shutdown)
         # drown the run's own output; device errors are recorded in the measurement rows instead.
         logging.getLogger("flwr").setLevel(logging.ERROR)
+        keep_freed_memory()  # a cohort's received models are freed together (testbed.allocator)
         _threads_set = True
     key = hashlib.sha256(config_text.encode()).hexdigest() + "|" + (base_dir or "")
     with _world_lock:
