@@ -4,11 +4,9 @@ glibc's malloc serves large blocks with mmap and gives the top of the heap back 
 its trim threshold is free. A fresh worker starts with low, self-adjusting thresholds, so a
 node that holds a cohort's received models until their shared evaluation
 (:mod:`testbed.shared_evaluation`) frees megabytes at a time, returns them, and faults the
-same pages in again for the next cohort. Fixed thresholds keep them: in a process pool of one
-fresh worker, the plain loop's shared evaluation of 100 devices went from 13 % slower than
-evaluating each device alone to the same time (measured by hand with MALLOC_MMAP_THRESHOLD_ and
-MALLOC_TRIM_THRESHOLD_; ``scripts/bench_fleet.py`` shows the effect on the fleet). Only glibc
-has mallopt; elsewhere nothing changes.
+same pages in again for the next cohort, which made a shared evaluation slower than evaluating
+each device alone. Fixed thresholds keep the pages (``scripts/bench_fleet.py`` before and after:
+docs/ORCHESTRATOR.md, Benchmarks). Only glibc has mallopt; elsewhere nothing changes.
 """
 
 from __future__ import annotations
